@@ -1,0 +1,2 @@
+//! placeholder, filled by its issue
+#![cfg_attr(not(test), no_std)]
