@@ -1,4 +1,8 @@
-//! placeholder, filled by its issue
+//! Ward's attestation library: evidence formats, launch measurements, verification, the sealed
+//! model format and the attested session protocol. `no_std` + `alloc`, tested on the host.
 #![cfg_attr(not(test), no_std)]
 
+extern crate alloc;
+
 pub mod config;
+pub mod sealed;
