@@ -1,0 +1,168 @@
+//! The tokenizer on the default model against llama.cpp's reference token ids, plus streaming
+//! detokenization round trips.
+
+mod support;
+
+use serde_json::Value;
+use std::sync::OnceLock;
+use ward_inference::gguf::Gguf;
+use ward_inference::tokenizer::{PreTokenizer, TokenType, Tokenizer};
+
+const REFERENCE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../testdata/llama-cpp-reference/llama_cpp_reference.json"
+);
+
+fn reference() -> Value {
+    let text = std::fs::read_to_string(REFERENCE).expect("read the llama.cpp reference file");
+    serde_json::from_str(&text).expect("reference file is JSON")
+}
+
+fn ids(value: &Value) -> Vec<u32> {
+    value
+        .as_array()
+        .expect("an array of ids")
+        .iter()
+        .map(|id| u32::try_from(id.as_u64().expect("an id")).expect("id fits u32"))
+        .collect()
+}
+
+/// The default model's tokenizer, built once for all tests.
+fn tokenizer() -> &'static Tokenizer {
+    static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
+    TOKENIZER.get_or_init(|| {
+        let bytes = std::fs::read(support::default_model_path()).expect("read the default model");
+        let gguf = Gguf::parse(&bytes).expect("parse the default model");
+        Tokenizer::from_gguf(&gguf).expect("build the tokenizer")
+    })
+}
+
+#[test]
+fn default_model_metadata() {
+    let t = tokenizer();
+    assert_eq!(t.n_tokens(), 49152);
+    assert_eq!(t.pre_tokenizer(), PreTokenizer::DigitsThenGpt2);
+    assert!(!t.adds_bos(), "SmolLM2 sets add_bos_token = false");
+    assert_eq!(t.token_id("<|im_start|>"), Some(1));
+    assert_eq!(t.token_id("<|im_end|>"), Some(2));
+    assert_eq!(t.token_type(1), Some(TokenType::Control));
+    // EOS (<|im_end|>), <|endoftext|>, and <reponame> (llama.cpp's FIM-repo guess) end generation.
+    assert_eq!(t.end_of_generation_tokens(), &[0, 2, 4]);
+    assert!(t.is_end_of_generation(2));
+    assert!(!t.is_end_of_generation(1));
+}
+
+#[test]
+fn every_reference_text_tokenizes_like_llama_cpp() {
+    let reference = reference();
+    let cases = reference["tokenize"].as_array().expect("tokenize entries");
+    assert!(!cases.is_empty());
+    let mut mismatches = Vec::new();
+    for case in cases {
+        let text = case["text"].as_str().expect("text");
+        let expected = ids(&case["ids"]);
+        let got = tokenizer().encode(text, true);
+        if got != expected {
+            mismatches.push(format!(
+                "{text:?}\n  expected {expected:?}\n  got      {got:?}"
+            ));
+        }
+    }
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} texts differ:\n{}",
+        mismatches.len(),
+        cases.len(),
+        mismatches.join("\n")
+    );
+}
+
+#[test]
+fn every_rendered_chat_prompt_tokenizes_like_llama_cpp() {
+    let reference = reference();
+    let cases = reference["chat"].as_array().expect("chat entries");
+    assert!(!cases.is_empty());
+    for case in cases {
+        let rendered = case["rendered"].as_str().expect("rendered");
+        assert_eq!(
+            tokenizer().encode(rendered, true),
+            ids(&case["prompt_ids"]),
+            "{rendered:?}"
+        );
+    }
+}
+
+#[test]
+fn reference_texts_decode_back_exactly() {
+    let reference = reference();
+    for case in reference["tokenize"].as_array().expect("tokenize entries") {
+        let text = case["text"].as_str().expect("text");
+        let tokens = ids(&case["ids"]);
+        assert_eq!(tokenizer().decode(&tokens, true), text);
+    }
+}
+
+#[test]
+fn special_tokens_only_when_asked() {
+    let t = tokenizer();
+    let text = "<|im_start|>user";
+    let parsed = t.encode(text, true);
+    assert_eq!(parsed[0], 1);
+    let literal = t.encode(text, false);
+    assert!(!literal.contains(&1), "{literal:?}");
+    assert_eq!(t.decode(&literal, false), text, "spelled out as plain text");
+    // Control tokens are hidden in decoded text unless rendered.
+    assert_eq!(t.decode(&parsed, false), "user");
+    assert_eq!(t.decode(&parsed, true), text);
+}
+
+/// Streams `tokens` through a decoder, checking that every chunk is whole UTF-8 and that the
+/// chunks add up to `expected`; returns how many pushes produced nothing (held-back bytes).
+fn stream(tokens: &[u32], expected: &str) -> usize {
+    let mut decoder = tokenizer().decoder();
+    let mut out = String::new();
+    let mut silent = 0;
+    for &id in tokens {
+        match decoder.push(id) {
+            Some(chunk) => out.push_str(chunk),
+            None => silent += 1,
+        }
+    }
+    assert!(!decoder.has_pending());
+    out.push_str(decoder.finish());
+    assert_eq!(out, expected);
+    silent
+}
+
+#[test]
+fn streaming_round_trip_with_characters_split_across_tokens() {
+    let t = tokenizer();
+    for text in [
+        "emoji 🙂👍🏽 done",
+        "日本語のテキスト",
+        "Ünïcödé façade — naïve café",
+        "plain ascii, nothing split",
+        "中文、한국어、ελληνικά и русский",
+    ] {
+        let tokens = t.encode(text, true);
+        stream(&tokens, text);
+    }
+    // llama.cpp splits "🙂" (F0 9F 99 82) across tokens 47526 and 10813: the first push must
+    // hold its bytes back rather than emit a broken character.
+    let tokens = t.encode("🙂", true);
+    assert!(tokens.len() > 1, "{tokens:?}");
+    assert!(stream(&tokens, "🙂") >= 1);
+}
+
+#[test]
+fn streaming_replaces_bytes_that_never_complete() {
+    let t = tokenizer();
+    // The first token of "🙂" alone: an unfinished character, flushed as U+FFFD by finish().
+    let first = t.encode("🙂", true)[0];
+    let mut decoder = t.decoder();
+    assert_eq!(decoder.push(first), None);
+    assert!(decoder.has_pending());
+    assert_eq!(decoder.finish(), "\u{FFFD}");
+    // Reusable afterwards.
+    assert_eq!(decoder.push(t.encode("a", true)[0]), Some("a"));
+}
