@@ -5,4 +5,6 @@
 extern crate alloc;
 
 pub mod config;
+pub mod keyrelease;
+pub mod protocol;
 pub mod sealed;
