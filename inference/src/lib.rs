@@ -6,5 +6,7 @@
 
 extern crate alloc;
 
+pub mod chat;
 pub mod gguf;
+pub mod sampler;
 pub mod tokenizer;

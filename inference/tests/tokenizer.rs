@@ -5,7 +5,9 @@ mod support;
 
 use serde_json::Value;
 use std::sync::OnceLock;
+use ward_inference::chat::{ChatMessage, ChatTemplate};
 use ward_inference::gguf::Gguf;
+use ward_inference::sampler::{StopCheck, StopStrings};
 use ward_inference::tokenizer::{PreTokenizer, TokenType, Tokenizer};
 
 const REFERENCE: &str = concat!(
@@ -27,12 +29,19 @@ fn ids(value: &Value) -> Vec<u32> {
         .collect()
 }
 
+/// The default model's bytes, read once for all tests.
+fn model() -> &'static [u8] {
+    static MODEL: OnceLock<Vec<u8>> = OnceLock::new();
+    MODEL.get_or_init(|| {
+        std::fs::read(support::default_model_path()).expect("read the default model")
+    })
+}
+
 /// The default model's tokenizer, built once for all tests.
 fn tokenizer() -> &'static Tokenizer {
     static TOKENIZER: OnceLock<Tokenizer> = OnceLock::new();
     TOKENIZER.get_or_init(|| {
-        let bytes = std::fs::read(support::default_model_path()).expect("read the default model");
-        let gguf = Gguf::parse(&bytes).expect("parse the default model");
+        let gguf = Gguf::parse(model()).expect("parse the default model");
         Tokenizer::from_gguf(&gguf).expect("build the tokenizer")
     })
 }
@@ -90,6 +99,51 @@ fn every_rendered_chat_prompt_tokenizes_like_llama_cpp() {
             "{rendered:?}"
         );
     }
+}
+
+#[test]
+fn chat_template_renders_the_reference_prompts() {
+    let gguf = Gguf::parse(model()).expect("parse the default model");
+    let template = ChatTemplate::from_gguf(&gguf).expect("SmolLM2's template is recognized");
+    let reference = reference();
+    let cases = reference["chat"].as_array().expect("chat entries");
+    for case in cases {
+        let user = case["user"].as_str().expect("user");
+        let rendered = template
+            .render(&[ChatMessage::user(user)], true)
+            .expect("rendered");
+        assert_eq!(rendered, case["rendered"].as_str().expect("rendered"));
+        assert_eq!(
+            tokenizer().encode(&rendered, true),
+            ids(&case["prompt_ids"])
+        );
+    }
+}
+
+#[test]
+fn stop_strings_on_streamed_reference_output() {
+    // Greedy reference output decoded token by token, stopped at a string that spans tokens.
+    let reference = reference();
+    let generated = ids(&reference["chat"][0]["greedy_ids_64"]);
+    let full = tokenizer().decode(&generated, false);
+    let stop = &full[5..9];
+    let mut decoder = tokenizer().decoder();
+    let mut stops = StopStrings::new(&[stop]);
+    let mut shown = String::new();
+    for &id in &generated {
+        let Some(text) = decoder.push(id) else {
+            continue;
+        };
+        match stops.push(text) {
+            StopCheck::Continue(text) => shown.push_str(text),
+            StopCheck::Stop(text) => {
+                shown.push_str(text);
+                break;
+            }
+        }
+    }
+    assert!(stops.stopped());
+    assert_eq!(shown, &full[..full.find(stop).expect("stop occurs")]);
 }
 
 #[test]
