@@ -3,8 +3,14 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+#[cfg(feature = "verify")]
+extern crate std;
 
 pub mod config;
+pub mod evidence;
+pub mod measure;
 pub mod keyrelease;
 pub mod protocol;
 pub mod sealed;
+#[cfg(feature = "verify")]
+pub mod verify;
