@@ -7,7 +7,7 @@ use serde_json::Value;
 use std::sync::OnceLock;
 use ward_inference::chat::{ChatMessage, ChatTemplate};
 use ward_inference::gguf::Gguf;
-use ward_inference::sampler::{StopCheck, StopStrings};
+use ward_inference::sampler::{Rng, StopCheck, StopStrings};
 use ward_inference::tokenizer::{PreTokenizer, TokenType, Tokenizer};
 
 const REFERENCE: &str = concat!(
@@ -219,4 +219,73 @@ fn streaming_replaces_bytes_that_never_complete() {
     assert_eq!(decoder.finish(), "\u{FFFD}");
     // Reusable afterwards.
     assert_eq!(decoder.push(t.encode("a", true)[0]), Some("a"));
+}
+
+/// Random text from pieces that exercise every pre-tokenizer branch.
+fn random_text(rng: &mut Rng) -> String {
+    const PIECES: &[&str] = &[
+        "a",
+        "Z",
+        "word",
+        " ",
+        "  ",
+        "\t",
+        "\n",
+        "\r\n",
+        "\u{A0}",
+        "\u{3000}",
+        "'s",
+        "'LL",
+        "'",
+        "1",
+        "2024",
+        "\u{0663}",
+        "½",
+        ".",
+        ",",
+        "!?",
+        "—",
+        "(",
+        "$",
+        "+=",
+        "é",
+        "e\u{0301}",
+        "日本",
+        "한국",
+        "🙂",
+        "👍🏽",
+        "\u{10FFFF}",
+        "\u{FFFD}",
+        "<|im_start|>",
+        "<|im_end|>",
+        "<|im_",
+        "<reponame>",
+        "\u{0}",
+        "\u{7F}",
+        "\u{85}",
+        "\u{200B}",
+    ];
+    let len = (rng.next_u64() % 12) as usize;
+    (0..len)
+        .map(|_| PIECES[(rng.next_u64() % PIECES.len() as u64) as usize])
+        .collect()
+}
+
+#[test]
+fn random_text_round_trips_without_panics() {
+    let t = tokenizer();
+    let mut rng = Rng::new(2026);
+    for _ in 0..3000 {
+        let text = random_text(&mut rng);
+        for parse_special in [true, false] {
+            let tokens = t.encode(&text, parse_special);
+            assert!(tokens.iter().all(|&id| (id as usize) < t.n_tokens()));
+            assert_eq!(
+                t.decode(&tokens, true),
+                text,
+                "parse_special={parse_special}"
+            );
+            stream(&tokens, &t.decode(&tokens, false));
+        }
+    }
 }

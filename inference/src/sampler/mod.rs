@@ -457,10 +457,7 @@ mod tests {
         let chosen = sampler
             .sample(&mut logits, &[0, 2, 1, 2, 99])
             .expect("a token");
-        assert_eq!(
-            logits,
-            [4.0, -2.0 - 0.25 - 0.5, 3.0 / 2.0 - 0.5 - 0.5, 2.0]
-        );
+        assert_eq!(logits, [4.0, -2.0 - 0.25 - 0.5, 3.0 / 2.0 - 0.5 - 0.5, 2.0]);
         assert_eq!(chosen, 0);
         // Greedy picks the best token after the penalty.
         let mut logits = [1.0, 1.2];
