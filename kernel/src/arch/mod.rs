@@ -1,0 +1,18 @@
+//! x86-64 specifics: CPU features and SIMD level, paging, the TSC, randomness and, on bare
+//! metal, descriptor tables, exceptions, ports and control registers.
+
+pub mod cpu_features;
+#[cfg(target_os = "none")]
+pub mod exceptions;
+#[cfg(target_os = "none")]
+pub mod gdt;
+#[cfg(target_os = "none")]
+pub mod idt;
+pub mod paging;
+#[cfg(target_os = "none")]
+pub mod port;
+pub mod random;
+#[cfg(target_os = "none")]
+pub mod registers;
+pub mod simd;
+pub mod tsc;

@@ -1,0 +1,337 @@
+//! The boot sequence, from the loader's hand-over to the boot report.
+//!
+//! 1. On the loader's stack and page tables: serial, TSC calibration, logging; the BootInfo
+//!    header is checked; the frame allocator, the heap and the shared pool's frames are set up;
+//!    the kernel's own page tables are built and loaded.
+//! 2. On the kernel stack (with its guard page): GDT/TSS with IST stacks, IDT, the platform and
+//!    the shared pool, then the report — banner, memory map, SIMD level, PCI devices — and the
+//!    deployment configuration.
+
+mod fault_test;
+
+use crate::arch::cpu_features::CpuFeatures;
+use crate::arch::paging::kernel_space;
+use crate::arch::paging::layout::{SHARED_WINDOW, Stack};
+use crate::arch::simd::SimdLevel;
+use crate::arch::{gdt, idt, tsc};
+use crate::drivers::pci::{self, ecam, names};
+use crate::exit::{ExitCode, exit};
+use crate::mm::address::{PhysAddr, PhysRange};
+use crate::mm::frames::FrameAllocator;
+use crate::mm::heap;
+use crate::mm::shared_pool::SharedPool;
+use crate::platform::Platform;
+use crate::platform::native::Native;
+use crate::report::{Hex, Size, kind_name};
+use crate::{logger, serial};
+use alloc::boxed::Box;
+use alloc::vec::Vec;
+use core::ptr::NonNull;
+use log::{error, info, warn};
+use spin::{Mutex, Once};
+use ward_attestation::config::{Config, MAX_CONFIG_LEN};
+use ward_bootinfo::{BootInfo, MemoryKind, PlatformKind};
+
+/// RAM kept out of the heap for page tables, stacks and the shared pool.
+const FRAME_RESERVE: u64 = 16 << 20;
+/// Size of the shared-memory pool in pages (4 MiB).
+const SHARED_POOL_PAGES: u64 = 1024;
+
+/// What the first stage hands to the second.
+struct Handover {
+    info: &'static BootInfo,
+    config: Option<&'static [u8]>,
+    features: CpuFeatures,
+    calibration: tsc::Calibration,
+    heap: PhysRange,
+    pool: PhysRange,
+}
+
+static HANDOVER: Once<Handover> = Once::new();
+/// Frames left after boot, for later owners (more CPUs' stacks, more pool pages).
+pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
+/// The platform the kernel runs on.
+pub static PLATFORM: Once<Native> = Once::new();
+/// The shared-memory pool.
+pub static SHARED_POOL: Once<SharedPool> = Once::new();
+
+fn fail(code: ExitCode, args: core::fmt::Arguments<'_>) -> ! {
+    error!("{args}");
+    exit(code)
+}
+
+/// Called from `_start` (entry.s).
+pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
+    tsc::mark_start();
+    serial::init();
+    let calibration = calibrate_tsc();
+    logger::init();
+    let raw = check_boot_info(boot_info);
+
+    let mut frames = FrameAllocator::from_memory_map(raw.memory_map.regions());
+    let Some(heap_range) = frames.take_largest(FRAME_RESERVE) else {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("no RAM range large enough for the heap"),
+        )
+    };
+    // SAFETY: the range is usable RAM just removed from the frame allocator, identity-mapped
+    // by the loader and by the tables built below.
+    unsafe { heap::init(heap_range) };
+    // Private copies: the kernel no longer depends on the loader's memory once it runs.
+    let info: &'static BootInfo = Box::leak(Box::new(*raw));
+    let config = copy_config(info);
+
+    let Some(pool) = frames.allocate(SHARED_POOL_PAGES) else {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("no RAM for the shared pool"),
+        )
+    };
+    let features = CpuFeatures::detect();
+    let platform = PLATFORM.call_once(|| Native::new(features));
+    if let Err(e) = platform.share(pool) {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("sharing the pool failed: {e}"),
+        );
+    }
+    let space = match kernel_space::build(
+        info.memory_map.regions(),
+        &mut frames,
+        pool,
+        platform.private_pte_mask(),
+        platform.shared_pte_mask(),
+    ) {
+        Ok(space) => space,
+        Err(e) => fail(
+            ExitCode::SetupFailed,
+            format_args!("building page tables failed: {e}"),
+        ),
+    };
+    // SAFETY: `space` maps this code, the identity map (current stack, heap, BootInfo copy),
+    // and the kernel stack switched to next.
+    unsafe { kernel_space::activate(&space) };
+    *FRAMES.lock() = Some(frames);
+    HANDOVER.call_once(|| Handover {
+        info,
+        config,
+        features,
+        calibration,
+        heap: heap_range,
+        pool,
+    });
+
+    unsafe extern "sysv64" {
+        fn ward_switch_stack(
+            argument: u64,
+            stack_top: u64,
+            function: extern "sysv64" fn(u64) -> !,
+        ) -> !;
+    }
+    // SAFETY: the kernel stack is mapped by the tables just loaded, unused so far, and
+    // `kernel_main` never returns to this stack.
+    unsafe { ward_switch_stack(0, Stack::Kernel.top().as_u64(), kernel_main) }
+}
+
+fn calibrate_tsc() -> tsc::Calibration {
+    if let Some(hz) = tsc::cpuid15_frequency() {
+        tsc::set_frequency(hz);
+        return tsc::Calibration::Cpuid15;
+    }
+    // Without a frequency, timestamps read 0 but the boot goes on.
+    if let Some(hz) = tsc::pit_frequency() {
+        tsc::set_frequency(hz);
+    }
+    tsc::Calibration::Pit
+}
+
+fn check_boot_info(pointer: *const BootInfo) -> &'static BootInfo {
+    if pointer.is_null() || !pointer.is_aligned() {
+        fail(
+            ExitCode::BadBootInfo,
+            format_args!("refusing boot: boot info pointer {pointer:p} is null or misaligned"),
+        );
+    }
+    // SAFETY: the loader contract: rdi points to an identity-mapped BootInfo that stays valid
+    // until the kernel copies it (right after the heap exists).
+    let info = unsafe { &*pointer };
+    match info.validate_header() {
+        Ok(PlatformKind::Native) => info,
+        Ok(other) => fail(
+            ExitCode::BadBootInfo,
+            format_args!("refusing boot: platform {other:?} is not supported by this kernel build"),
+        ),
+        Err(e) => fail(ExitCode::BadBootInfo, format_args!("refusing boot: {e}")),
+    }
+}
+
+fn copy_config(info: &BootInfo) -> Option<&'static [u8]> {
+    let blob = info.config;
+    if blob.address == 0 || blob.length == 0 {
+        return None;
+    }
+    // One byte more than the parser accepts is enough for it to refuse an oversized file.
+    let length = (blob.length as usize).min(MAX_CONFIG_LEN + 1);
+    let mut copy = Vec::with_capacity(length);
+    // SAFETY: the loader placed `blob.length` bytes at this identity-mapped address in its own
+    // memory, which stays mapped until the kernel's tables are loaded; `length` ≤ that.
+    unsafe {
+        core::ptr::copy_nonoverlapping(blob.address as *const u8, copy.as_mut_ptr(), length);
+        copy.set_len(length);
+    }
+    Some(Box::leak(copy.into_boxed_slice()))
+}
+
+extern "sysv64" fn kernel_main(_argument: u64) -> ! {
+    gdt::init();
+    idt::init();
+    let Some(handover) = HANDOVER.get() else {
+        exit(ExitCode::SetupFailed)
+    };
+    let info = handover.info;
+    let pool_pages = handover.pool.pages() as usize;
+    // SAFETY: the pool's frames are mapped read-write at SHARED_WINDOW by the kernel's tables,
+    // excluded from every other mapping and owned by the pool alone from here on.
+    let pool = SHARED_POOL.call_once(|| unsafe {
+        SharedPool::new(
+            NonNull::new_unchecked(SHARED_WINDOW as *mut u8),
+            handover.pool.start,
+            pool_pages,
+        )
+    });
+    let platform = PLATFORM.get().map_or("unknown", |p| p.name());
+
+    let usable: u64 = info
+        .memory_map
+        .regions()
+        .iter()
+        .filter(|r| MemoryKind::from_raw(r.kind) == Some(MemoryKind::Usable))
+        .map(|r| r.length)
+        .sum();
+    info!(
+        "Ward kernel {} booted: platform={platform} cpus=1 memory={}",
+        crate::VERSION,
+        Size(usable)
+    );
+    info!(
+        "TSC {}.{:03} MHz (calibrated with {})",
+        tsc::frequency() / 1_000_000,
+        tsc::frequency() / 1_000 % 1_000,
+        handover.calibration.describe()
+    );
+    report_memory(handover, pool);
+    report_simd(&handover.features);
+    report_pci();
+    let config = check_config(handover.config, info);
+    if let Some(fault) = config.and_then(|c| c.test_fault) {
+        fault_test::trigger(fault);
+    }
+    info!("boot complete: nothing to serve yet, exiting");
+    exit(ExitCode::Success)
+}
+
+fn report_memory(handover: &Handover, pool: &SharedPool) {
+    let regions = handover.info.memory_map.regions();
+    info!("memory map: {} regions", regions.len());
+    for region in regions {
+        let range = PhysRange::from_start_len(PhysAddr::new(region.start), region.length)
+            .unwrap_or_default();
+        info!(
+            "  {range} {:>10} {}",
+            Size(region.length),
+            kind_name(region.kind)
+        );
+    }
+    let (used, free) = heap::usage();
+    info!(
+        "heap: {} at {} ({} used, {} free)",
+        Size(handover.heap.len()),
+        handover.heap,
+        Size(used as u64),
+        Size(free as u64)
+    );
+    info!(
+        "shared pool: {} pages at {} (mapped at {:#x})",
+        pool.capacity(),
+        handover.pool,
+        SHARED_WINDOW
+    );
+    info!(
+        "paging: W^X (text RX, rodata R, data/bss/heap/stacks RW+NX), page 0 unmapped, guard pages under {} stacks",
+        Stack::ALL.len()
+    );
+}
+
+fn report_simd(features: &CpuFeatures) {
+    let yes = |b: bool| if b { "yes" } else { "no" };
+    info!(
+        "SIMD level: {} (avx2 {}, fma {}, avx512f/bw/vl {}, avx512-vnni {}, xcr0 {:#x})",
+        SimdLevel::select(features),
+        yes(features.avx2),
+        yes(features.fma),
+        yes(features.avx512f && features.avx512bw && features.avx512vl),
+        yes(features.avx512vnni),
+        features.xcr0
+    );
+}
+
+fn report_pci() {
+    let state = match ecam::enable_q35() {
+        Ok(state) => state,
+        Err(e) => {
+            warn!("PCI: no ECAM ({e}); no devices enumerated");
+            return;
+        }
+    };
+    let functions = pci::enumerate::enumerate(&ecam::Ecam::q35());
+    info!(
+        "PCI: {} functions via ECAM at {:#x} ({})",
+        functions.len(),
+        ecam::Q35_ECAM_BASE,
+        match state {
+            ecam::EcamState::AlreadyEnabled => "enabled by firmware",
+            ecam::EcamState::EnabledByKernel => "enabled by the kernel",
+        }
+    );
+    for function in &functions {
+        let modern = if names::is_modern_virtio(function) {
+            " (modern)"
+        } else {
+            ""
+        };
+        info!(
+            "  PCI {} {:04x}:{:04x} class {:02x}.{:02x} {}{modern}",
+            function.bdf,
+            function.vendor_id,
+            function.device_id,
+            function.class,
+            function.subclass,
+            names::describe(function)
+        );
+    }
+}
+
+fn check_config(bytes: Option<&[u8]>, info: &BootInfo) -> Option<Config> {
+    let Some(bytes) = bytes else {
+        warn!("no deployment configuration (fw_cfg opt/ward/config): serving stays disabled");
+        return None;
+    };
+    match Config::parse(bytes) {
+        Ok(config) => {
+            info!(
+                "config: min_model_version={} slots={} queue={} cadence_ms={} sha256={}",
+                config.min_model_version,
+                config.slots,
+                config.queue,
+                config.cadence_ms,
+                Hex(&info.config.sha256)
+            );
+            Some(config)
+        }
+        Err(e) => fail(
+            ExitCode::BadConfig,
+            format_args!("refusing the deployment configuration: {e}"),
+        ),
+    }
+}
