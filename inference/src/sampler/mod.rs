@@ -137,6 +137,8 @@ pub struct Sampler {
     candidates: Vec<Candidate>,
     probabilities: Vec<f32>,
     recent: Vec<u32>,
+    /// Whether `candidates` is in `by_likelihood` order.
+    sorted: bool,
 }
 
 impl Sampler {
@@ -147,6 +149,7 @@ impl Sampler {
             candidates: Vec::new(),
             probabilities: Vec::new(),
             recent: Vec::new(),
+            sorted: false,
         }
     }
 
@@ -184,6 +187,7 @@ impl Sampler {
         if self.candidates.is_empty() {
             return Err(SamplerError::NoFiniteLogit);
         }
+        self.sorted = false;
         self.top_k();
         self.top_p();
         self.min_p();
@@ -213,14 +217,18 @@ impl Sampler {
         }
     }
 
-    /// Sorts the candidates, most likely first; with top-k, only the k best are kept and sorted.
+    /// With top-k: keeps the k most likely candidates, sorted most likely first.
     fn top_k(&mut self) {
         let k = self.config.top_k;
-        if k > 0 && k < self.candidates.len() {
+        if k == 0 {
+            return;
+        }
+        if k < self.candidates.len() {
             self.candidates.select_nth_unstable_by(k - 1, by_likelihood);
             self.candidates.truncate(k);
         }
         self.candidates.sort_unstable_by(by_likelihood);
+        self.sorted = true;
     }
 
     fn top_p(&mut self) {
@@ -228,11 +236,34 @@ impl Sampler {
         if p >= 1.0 {
             return;
         }
-        softmax(&self.candidates, &mut self.probabilities);
+        // Probabilities are relative to every candidate still in, as in llama.cpp.
+        let max = max_logit(&self.candidates);
+        let total: f32 = self
+            .candidates
+            .iter()
+            .map(|c| libm::expf(c.logit - max))
+            .sum();
+        if !self.sorted {
+            // Sorting the whole vocabulary is the slow part. Candidates within TAIL of the best
+            // logit almost always hold more than `p` of the mass; then the cut falls among them
+            // and only they need sorting. Otherwise sort everything.
+            const TAIL: f32 = 20.0;
+            let near: f32 = self
+                .candidates
+                .iter()
+                .filter(|c| c.logit >= max - TAIL)
+                .map(|c| libm::expf(c.logit - max))
+                .sum();
+            if near / total >= p {
+                self.candidates.retain(|c| c.logit >= max - TAIL);
+            }
+            self.candidates.sort_unstable_by(by_likelihood);
+            self.sorted = true;
+        }
         let mut cumulative = 0.0f32;
         let mut keep = self.candidates.len();
-        for (i, &probability) in self.probabilities.iter().enumerate() {
-            cumulative += probability;
+        for (i, candidate) in self.candidates.iter().enumerate() {
+            cumulative += libm::expf(candidate.logit - max) / total;
             if cumulative >= p {
                 keep = i + 1;
                 break;
@@ -246,18 +277,21 @@ impl Sampler {
         if p <= 0.0 {
             return;
         }
-        // Candidates are sorted: the first is the most likely. p_i >= p * p_max  <=>
-        // logit_i >= logit_max + ln(p).
-        let threshold = self.candidates[0].logit + libm::logf(p);
-        let keep = self
-            .candidates
-            .iter()
-            .take_while(|c| c.logit >= threshold)
-            .count();
-        self.candidates.truncate(keep.max(1));
+        // p_i >= p * p_max  <=>  logit_i >= logit_max + ln(p); the best candidate always stays.
+        let threshold = max_logit(&self.candidates) + libm::logf(p);
+        if self.sorted {
+            let keep = self
+                .candidates
+                .iter()
+                .take_while(|c| c.logit >= threshold)
+                .count();
+            self.candidates.truncate(keep.max(1));
+        } else {
+            self.candidates.retain(|c| c.logit >= threshold);
+        }
     }
 
-    /// Draws from the softmax of the (sorted, non-empty) candidates.
+    /// Draws from the softmax of the (non-empty) candidates, in their current order.
     fn draw(&mut self) -> u32 {
         softmax(&self.candidates, &mut self.probabilities);
         let target = self.rng.next_f64() as f32;
@@ -271,6 +305,13 @@ impl Sampler {
         // Rounding left the cumulative sum just under `target`: the last candidate.
         self.candidates[self.candidates.len() - 1].id
     }
+}
+
+fn max_logit(candidates: &[Candidate]) -> f32 {
+    candidates
+        .iter()
+        .map(|c| c.logit)
+        .fold(f32::NEG_INFINITY, f32::max)
 }
 
 /// Index of the largest logit, the lowest index on ties; NaN never wins.
@@ -291,10 +332,10 @@ pub fn argmax(logits: &[f32]) -> Result<u32, SamplerError> {
     }
 }
 
-/// Probabilities of sorted candidates (the first has the largest logit).
+/// Softmax of the candidates' logits into `probabilities`.
 fn softmax(candidates: &[Candidate], probabilities: &mut Vec<f32>) {
     probabilities.clear();
-    let max = candidates.first().map_or(0.0, |c| c.logit);
+    let max = max_logit(candidates);
     let mut sum = 0.0f32;
     for candidate in candidates {
         let e = libm::expf(candidate.logit - max);
@@ -408,6 +449,40 @@ mod tests {
             500,
         );
         assert_eq!(counts, vec![0, 500, 0]);
+    }
+
+    #[test]
+    fn top_p_shortcut_keeps_the_same_set() {
+        // A wide vocabulary with a long tail far below the best logits: top-p alone (which
+        // sorts only the candidates near the top) must pick exactly as top-p after a full sort
+        // (top-k as large as the vocabulary).
+        let logits: Vec<f32> = (0..5000)
+            .map(|i| {
+                if i % 97 == 0 {
+                    (i % 7) as f32
+                } else {
+                    -30.0 - (i % 13) as f32
+                }
+            })
+            .collect();
+        let draw = |top_k| {
+            let cfg = SamplerConfig {
+                top_p: 0.8,
+                top_k,
+                seed: 5,
+                ..config()
+            };
+            let mut sampler = Sampler::new(cfg);
+            (0..200)
+                .map(|_| sampler.sample(&mut logits.clone(), &[]).expect("a token"))
+                .collect::<Vec<_>>()
+        };
+        let shortcut = draw(0);
+        assert_eq!(shortcut, draw(logits.len()));
+        assert!(
+            shortcut.iter().all(|&id| id % 97 == 0 && id % 7 >= 5),
+            "{shortcut:?}"
+        );
     }
 
     #[test]
