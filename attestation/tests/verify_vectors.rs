@@ -5,7 +5,6 @@ mod common;
 
 use common::{expected, vector};
 use serde_json::Value;
-use ward_attestation::evidence::encoding::decode_evidence;
 use ward_attestation::verify::Policy;
 use ward_attestation::verify::snp::{self, SnpEvidence, SnpVerdict};
 use ward_attestation::verify::tdx::{self, TdxEvidence, TdxVerdict};
@@ -27,7 +26,7 @@ pub const TDX_COLLATERAL: &[(&str, &str, u64)] = &[
 ];
 
 fn snp_verdict(case: &Value, with_chain: bool) -> SnpVerdict {
-    let report = decode_evidence(&vector(case["report"].as_str().unwrap())).unwrap();
+    let report = vector(case["report"].as_str().unwrap());
     let vek = vector(case["vek"].as_str().unwrap());
     let chain: Vec<u8> = case["chain"]
         .as_array()
@@ -165,7 +164,7 @@ fn snp_reports_are_classified_as_expected() {
 }
 
 pub fn tdx_verdict(quote_path: &str, policy: &Policy) -> TdxVerdict {
-    let quote = decode_evidence(&vector(quote_path)).unwrap();
+    let quote = vector(quote_path);
     let collateral = TDX_COLLATERAL.iter().find(|(q, _, _)| *q == quote_path);
     let collateral_json = collateral.map(|(_, c, _)| vector(c));
     // Quotes without collateral are checked at the collateral time of the second sample, so the

@@ -81,6 +81,18 @@ pub const DEFAULT_TDX_TCB_STATUSES: &[&str] = &[
     "ConfigurationAndSWHardeningNeeded",
 ];
 
+/// The TCB statuses a policy may accept. `Revoked`, `NoMatch` and `Unknown` never are.
+pub const ACCEPTABLE_TDX_TCB_STATUSES: &[&str] = &[
+    "UpToDate",
+    "SWHardeningNeeded",
+    "ConfigurationNeeded",
+    "ConfigurationAndSWHardeningNeeded",
+    "OutOfDate",
+    "OutOfDateConfigurationNeeded",
+    "TDRelaunchAdvised",
+    "TDRelaunchAdvisedConfigurationNeeded",
+];
+
 /// Why a policy file was refused.
 #[derive(Debug)]
 pub struct PolicyError(String);
@@ -136,6 +148,13 @@ impl Policy {
         if let Some(v) = &self.report_data {
             check("report_data", v, 64)?;
         }
+        for status in &self.tdx_tcb_statuses {
+            if !ACCEPTABLE_TDX_TCB_STATUSES.contains(&status.as_str()) {
+                return Err(PolicyError(alloc::format!(
+                    "tdx_tcb_statuses: {status:?} cannot be accepted (one of {ACCEPTABLE_TDX_TCB_STATUSES:?})"
+                )));
+            }
+        }
         for key in &self.signing_keys {
             if key != "VCEK" && key != "VLEK" {
                 return Err(PolicyError(alloc::format!("unknown signing key {key:?}")));
@@ -162,6 +181,8 @@ mod tests {
         assert!(Policy::from_json(br#"{"measurements": ["00"]}"#).is_err());
         assert!(Policy::from_json(br#"{"unknown_field": 1}"#).is_err());
         assert!(Policy::from_json(br#"{"signing_keys": ["VCEK", "ARK"]}"#).is_err());
+        assert!(Policy::from_json(br#"{"tdx_tcb_statuses": ["Revoked"]}"#).is_err());
+        assert!(Policy::from_json(br#"{"tdx_tcb_statuses": ["OutOfDate"]}"#).is_ok());
         let p = Policy::from_json(br#"{"min_tcb": {"snp": 8}, "vmpl": 1}"#).unwrap();
         assert_eq!((p.min_tcb.snp, p.vmpl), (Some(8), 1));
     }

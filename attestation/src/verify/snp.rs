@@ -1,13 +1,14 @@
 //! SEV-SNP report verification.
 //!
 //! Trust runs ARK (pinned, self-signed) → ASK or ASVK → VCEK or VLEK → report. The
-//! certificate signatures are RSA-PSS with SHA-384 (checked by virtee `sev`), the report signature ECDSA
-//! P-384 over the first 0x2A0 bytes with R and S stored little-endian. The VCEK/VLEK also
-//! certifies a TCB version in X.509 extensions (AMD spec 57230); the report's `REPORTED_TCB`
-//! must equal it, and a VCEK's hardware id must equal the report's `CHIP_ID`.
+//! certificate signatures are RSA-PSS with SHA-384 (checked by virtee `sev`), the report
+//! signature ECDSA P-384 over the first 0x2A0 bytes with R and S stored little-endian. The
+//! VCEK/VLEK also certifies a TCB version in X.509 extensions (AMD spec 57230); the report's
+//! `REPORTED_TCB` must equal it, and a VCEK's hardware id must equal the report's `CHIP_ID`.
 
 use super::policy::{Policy, hex_eq};
 use super::{hex, roots, x509};
+use crate::evidence::encoding::decode_evidence;
 use crate::evidence::snp::{Product, SIGNED_LEN, SigningKey, SnpReport, TcbVersion};
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -18,7 +19,7 @@ use sev::certs::snp::Verifiable;
 use x509_cert::Certificate;
 use x509_cert::der::{Decode, asn1::Ia5StringRef, oid::ObjectIdentifier};
 
-/// What the caller hands over: the report and, when it has them, the VCEK/VLEK certificate
+/// What the caller hands over: the report (raw or hex text) and, when it has them, the VCEK/VLEK certificate
 /// (DER or PEM) and a PEM chain (ASK or ASVK, and ARK). Without a chain the built-in
 /// certificates are used.
 pub struct SnpEvidence<'a> {
@@ -133,7 +134,14 @@ fn amd_oid(suffix: &str) -> ObjectIdentifier {
 /// Verifies a report and applies `policy`.
 pub fn verify(evidence: &SnpEvidence<'_>, policy: &Policy) -> SnpVerdict {
     let mut verdict = SnpVerdict::empty();
-    let report = match SnpReport::parse(evidence.report) {
+    let raw = match decode_evidence(evidence.report) {
+        Ok(raw) => raw,
+        Err(e) => {
+            verdict.reasons.push(format!("report: {e}"));
+            return verdict;
+        }
+    };
+    let report = match SnpReport::parse(&raw) {
         Ok(report) => report,
         Err(e) => {
             verdict.reasons.push(format!("report: {e}"));
@@ -163,7 +171,7 @@ pub fn verify(evidence: &SnpEvidence<'_>, policy: &Policy) -> SnpVerdict {
             }
             Err(e) => reasons.push(format!("certificate chain: {e}")),
         }
-        match verify_report_signature(evidence.report, &report, vek) {
+        match verify_report_signature(&raw, &report, vek) {
             Ok(()) => verdict.signature_valid = true,
             Err(e) => reasons.push(format!("report signature: {e}")),
         }

@@ -9,6 +9,7 @@
 
 use super::policy::{Policy, hex_eq};
 use super::{hex, roots, x509};
+use crate::evidence::encoding::decode_evidence;
 use crate::evidence::tdx::TdxQuote;
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -17,7 +18,7 @@ use p256::ecdsa::signature::Verifier;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-/// The quote, Intel collateral as JSON (the `dcap-qvl` `QuoteCollateralV3` form, as PCCS
+/// The quote (raw or hex text), Intel collateral as JSON (the `dcap-qvl` `QuoteCollateralV3` form, as PCCS
 /// clients save it), and the time (seconds since the Unix epoch) to evaluate certificates and
 /// collateral at.
 pub struct TdxEvidence<'a> {
@@ -109,7 +110,14 @@ impl TdxVerdict {
 /// Verifies a quote and applies `policy`.
 pub fn verify(evidence: &TdxEvidence<'_>, policy: &Policy) -> TdxVerdict {
     let mut verdict = TdxVerdict::empty(evidence.at);
-    let quote = match TdxQuote::parse(evidence.quote) {
+    let raw = match decode_evidence(evidence.quote) {
+        Ok(raw) => raw,
+        Err(e) => {
+            verdict.reasons.push(format!("quote: {e}"));
+            return verdict;
+        }
+    };
+    let quote = match TdxQuote::parse(&raw) {
         Ok(quote) => quote,
         Err(e) => {
             verdict.reasons.push(format!("quote: {e}"));
@@ -162,7 +170,7 @@ pub fn verify(evidence: &TdxEvidence<'_>, policy: &Policy) -> TdxVerdict {
     attestation_key[1..].copy_from_slice(&sig.attestation_key);
     match verify_p256(
         &attestation_key,
-        &evidence.quote[..quote.signed_len],
+        &raw[..quote.signed_len],
         &sig.quote_signature,
     ) {
         Ok(()) => verdict.quote_signature_valid = true,
@@ -174,7 +182,7 @@ pub fn verify(evidence: &TdxEvidence<'_>, policy: &Policy) -> TdxVerdict {
 
     match evidence.collateral {
         None => reasons.push("TCB status unknown: no collateral given (--collateral)".to_string()),
-        Some(json) => match evaluate_tcb(evidence.quote, json, evidence.at) {
+        Some(json) => match evaluate_tcb(&raw, json, evidence.at) {
             Ok((status, advisories)) => {
                 verdict.tcb_status = status;
                 verdict.advisory_ids = advisories;
