@@ -139,14 +139,18 @@ fn matches_sev_snp_measure_for_vcpu_counts_and_types() {
     assert_eq!(compared, 21);
 }
 
-/// Ward's own image, when the loader's build has produced it (`ward build`).
+/// Ward's own image: the one named by `WARD_IMAGE`, else `target/ward/ward.img` once `ward build`
+/// has produced it. Without either there is nothing to compare and the test says so.
 #[test]
 fn wards_image_matches_sev_snp_measure_when_built() {
-    let image_path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ward/ward.img");
+    let image_path = std::env::var_os("WARD_IMAGE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ward/ward.img")
+        });
     let Ok(image) = std::fs::read(&image_path) else {
         eprintln!(
-            "skipped: {} not built yet (run `ward build`)",
+            "skipped: {} not built yet (run `ward build` or set WARD_IMAGE)",
             image_path.display()
         );
         return;
@@ -156,7 +160,8 @@ fn wards_image_matches_sev_snp_measure_when_built() {
             assert_eq!(
                 measure(&image, vcpus, vcpu_type, 0x1),
                 sev_snp_measure(&image_path, vcpus, vcpu_type, 0x1),
-                "ward.img, {vcpus} vCPUs, {vcpu_type}"
+                "{}, {vcpus} vCPUs, {vcpu_type}",
+                image_path.display()
             );
         }
     }

@@ -163,17 +163,52 @@ fn snp_reports_are_classified_as_expected() {
     }
 }
 
+/// Collateral for the go-tdx-guest v5 sample: its TCB info (the signed `tcbInfo` text and
+/// signature of the Intel PCS response in the vectors) with the QE identity and CRLs of the
+/// dcap-qvl v5 collateral (same FMSPC, overlapping validity), all signed by Intel.
+fn go_tdx_guest_v5_collateral() -> Vec<u8> {
+    let response = String::from_utf8(vector(
+        "tdx/go-tdx-guest/testing_testdata_sample_tcbinfo_response_v5",
+    ))
+    .unwrap();
+    let start = response.find("\"tcbInfo\":").unwrap() + "\"tcbInfo\":".len();
+    let end = response.rfind(",\"signature\"").unwrap();
+    let signature: Value = serde_json::from_str(&response).unwrap();
+    let mut collateral: Value = serde_json::from_slice(&vector(
+        "tdx/dcap-qvl/sample_tdx_quote_outdated_collateral.json",
+    ))
+    .unwrap();
+    collateral["tcb_info"] = Value::from(&response[start..end]);
+    collateral["tcb_info_signature"] = signature["signature"].clone();
+    collateral["tcb_info_issuer_chain"] =
+        Value::from(String::from_utf8(vector("tdx/derived_intel_tcb_signing_chain.pem")).unwrap());
+    serde_json::to_vec(&collateral).unwrap()
+}
+
+/// The collateral JSON and evaluation time for a quote, when the vectors have collateral for it.
+fn collateral_for(quote_path: &str) -> Option<(Vec<u8>, u64)> {
+    if quote_path == "tdx/go-tdx-guest/testing_testdata_quote_v5_sample.dat" {
+        return Some((go_tdx_guest_v5_collateral(), TDX_COLLATERAL[1].2));
+    }
+    TDX_COLLATERAL
+        .iter()
+        .find(|(q, _, _)| *q == quote_path)
+        .map(|(_, c, at)| (vector(c), *at))
+}
+
 pub fn tdx_verdict(quote_path: &str, policy: &Policy) -> TdxVerdict {
     let quote = vector(quote_path);
-    let collateral = TDX_COLLATERAL.iter().find(|(q, _, _)| *q == quote_path);
-    let collateral_json = collateral.map(|(_, c, _)| vector(c));
+    let collateral = collateral_for(quote_path);
     // Quotes without collateral are checked at the collateral time of the second sample, so the
     // PCK certificates' validity does not depend on the day the tests run.
-    let at = collateral.map_or(TDX_COLLATERAL[1].2, |(_, _, at)| *at);
+    let at = collateral
+        .as_ref()
+        .map_or(TDX_COLLATERAL[1].2, |(_, at)| *at);
+    let collateral = collateral.as_ref().map(|(json, _)| json.as_slice());
     tdx::verify(
         &TdxEvidence {
             quote: &quote,
-            collateral: collateral_json.as_deref(),
+            collateral,
             at,
         },
         policy,
@@ -249,7 +284,7 @@ fn tdx_quotes_are_classified_as_expected() {
         let debug =
             u8::from_str_radix(&case["td_attributes"].as_str().unwrap()[..2], 16).unwrap() & 1 != 0;
         assert_eq!(v.debug, Some(debug), "{context}");
-        let has_collateral = TDX_COLLATERAL.iter().any(|(q, _, _)| *q == name);
+        let has_collateral = collateral_for(name).is_some();
         let expected_status = if has_collateral {
             case["tcb_status"][0].as_str().unwrap()
         } else {
