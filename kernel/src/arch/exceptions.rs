@@ -84,6 +84,7 @@ extern "sysv64" fn ward_exception_handler(frame: *const ExceptionFrame) -> ! {
     // SAFETY: the common stub passes a pointer to the frame it just built on this stack.
     let frame = unsafe { &*frame };
     let fault_address = cr2();
+    let handler_stack = Stack::containing(VirtAddr::new(core::ptr::from_ref(&frame.vector) as u64));
     let (mnemonic, name) = describe(frame.vector);
     let mut out = EmergencyWriter;
     let _ = writeln!(
@@ -110,6 +111,11 @@ extern "sysv64" fn ward_exception_handler(frame: *const ExceptionFrame) -> ! {
         out,
         "    r8 {:#x} r9 {:#x} r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
         frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
+    );
+    let _ = writeln!(
+        out,
+        "    handled on the {} stack",
+        handler_stack.map_or("loader's (before the kernel's tables)", Stack::name)
     );
     if frame.vector == 14 {
         let code = frame.error_code;

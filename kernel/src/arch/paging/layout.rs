@@ -97,6 +97,13 @@ impl Stack {
         VirtAddr::new(STACK_REGION + (self.slot() + 1) * STACK_SLOT_BYTES)
     }
 
+    /// The stack whose mapped range holds `address`, if any.
+    pub fn containing(address: VirtAddr) -> Option<Stack> {
+        Self::ALL
+            .into_iter()
+            .find(|s| s.bottom() <= address && address < s.top())
+    }
+
     /// The stack whose guard area (the unmapped part of its slot, below the stack) holds
     /// `address`, if any.
     pub fn guarded_by(address: VirtAddr) -> Option<Stack> {
@@ -257,6 +264,8 @@ mod tests {
             let guard = VirtAddr::new(stack.bottom().as_u64() - 8);
             assert_eq!(Stack::guarded_by(guard), Some(*stack));
             assert_eq!(Stack::guarded_by(stack.bottom()), None);
+            assert_eq!(Stack::containing(stack.bottom()), Some(*stack));
+            assert_eq!(Stack::containing(guard), None);
             assert_eq!(
                 Stack::guarded_by(VirtAddr::new(stack.top().as_u64() - 1)),
                 None
