@@ -279,3 +279,14 @@ pub fn parse_abort(body: &[u8]) -> ProtocolError {
         None => ProtocolError::MalformedHello("empty Abort"),
     }
 }
+
+impl From<&crate::sealed::VerifiedModel> for ModelInfo {
+    /// The model a verified sealed image holds, as the ServerHello reports it.
+    fn from(model: &crate::sealed::VerifiedModel) -> Self {
+        Self {
+            id: model.model_id.as_str().into(),
+            version: model.model_version,
+            sha384: model.plaintext_sha384,
+        }
+    }
+}
