@@ -11,11 +11,13 @@
 
 pub mod policy;
 pub mod roots;
+pub mod session;
 pub mod snp;
 pub mod tdx;
 mod x509;
 
 pub use policy::Policy;
+pub use session::HardwareVerifier;
 
 use crate::evidence::encoding::to_hex;
 use alloc::string::String;

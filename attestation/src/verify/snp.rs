@@ -125,10 +125,16 @@ impl SnpVerdict {
     }
 }
 
-const AMD_OID_PREFIX: &str = "1.3.6.1.4.1.3704.1";
-
-fn amd_oid(suffix: &str) -> ObjectIdentifier {
-    ObjectIdentifier::new(&format!("{AMD_OID_PREFIX}.{suffix}")).expect("constant AMD OID")
+/// X.509 extensions of AMD's VCEK/VLEK certificates (AMD spec 57230, "VCEK Certificate").
+mod amd_oid {
+    use x509_cert::der::oid::ObjectIdentifier;
+    pub const PRODUCT_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.2");
+    pub const BL_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.1");
+    pub const TEE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.2");
+    pub const SNP_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.3");
+    pub const UCODE_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.8");
+    pub const FMC_SPL: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.3.9");
+    pub const HW_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.4.1.3704.1.4");
 }
 
 /// Verifies a report and applies `policy`.
@@ -417,26 +423,25 @@ fn verify_rsa_chain(ark: &[u8], intermediate: &[u8], vek: &[u8]) -> Result<(), S
 /// The TCB the VCEK/VLEK certifies (extensions `blSPL`, `teeSPL`, `snpSPL`, `ucodeSPL`, and
 /// `fmcSPL` on Turin).
 fn certified_tcb(vek: &Certificate, product: Product) -> Result<TcbVersion, String> {
-    let spl = |suffix: &str, name: &str| -> Result<u8, String> {
-        let value =
-            x509::extension(vek, &amd_oid(suffix)).ok_or_else(|| format!("missing {name}"))?;
+    let spl = |oid: &ObjectIdentifier, name: &str| -> Result<u8, String> {
+        let value = x509::extension(vek, oid).ok_or_else(|| format!("missing {name}"))?;
         u8::from_der(value).map_err(|e| format!("bad {name}: {e}"))
     };
     Ok(TcbVersion {
         fmc: match product {
-            Product::Turin => Some(spl("3.9", "fmcSPL")?),
+            Product::Turin => Some(spl(&amd_oid::FMC_SPL, "fmcSPL")?),
             Product::Milan | Product::Genoa => None,
         },
-        bootloader: spl("3.1", "blSPL")?,
-        tee: spl("3.2", "teeSPL")?,
-        snp: spl("3.3", "snpSPL")?,
-        microcode: spl("3.8", "ucodeSPL")?,
+        bootloader: spl(&amd_oid::BL_SPL, "blSPL")?,
+        tee: spl(&amd_oid::TEE_SPL, "teeSPL")?,
+        snp: spl(&amd_oid::SNP_SPL, "snpSPL")?,
+        microcode: spl(&amd_oid::UCODE_SPL, "ucodeSPL")?,
     })
 }
 
 /// The product line a VCEK/VLEK names in its `productName` extension ("Milan-B0", "Genoa", …).
 fn product_from_certificate(vek: &Certificate) -> Option<Product> {
-    let value = x509::extension(vek, &amd_oid("2"))?;
+    let value = x509::extension(vek, &amd_oid::PRODUCT_NAME)?;
     let name = Ia5StringRef::from_der(value).ok()?.as_str().to_string();
     [Product::Milan, Product::Genoa, Product::Turin]
         .into_iter()
@@ -446,7 +451,7 @@ fn product_from_certificate(vek: &Certificate) -> Option<Product> {
 /// A VCEK names the chip it belongs to (`hwID`); it must be the report's `CHIP_ID` (Turin VCEKs
 /// carry the first 8 bytes only).
 fn check_hardware_id(vek: &Certificate, report: &SnpReport) -> Result<(), String> {
-    let hwid = x509::extension(vek, &amd_oid("4"))
+    let hwid = x509::extension(vek, &amd_oid::HW_ID)
         .ok_or_else(|| "VCEK has no hwID extension".to_string())?;
     let hwid = match hwid.len() {
         8 | 64 => hwid.to_vec(),

@@ -274,13 +274,11 @@ fn verify_p256(key: &[u8], message: &[u8], signature: &[u8; 64]) -> Result<(), S
 
 /// Checks leaf ← CA ← pinned root, all valid at `at`, and returns the leaf.
 fn verify_pck_chain(pem: &[u8], at: u64) -> Result<x509_cert::Certificate, String> {
-    let mut certs = x509::load_pem_chain(pem)?;
-    if certs.len() != 3 {
-        return Err(format!("expected 3 certificates, found {}", certs.len()));
-    }
-    let root = certs.pop().expect("three certificates");
-    let ca = certs.pop().expect("three certificates");
-    let leaf = certs.pop().expect("three certificates");
+    let certs = x509::load_pem_chain(pem)?;
+    let count = certs.len();
+    let [leaf, ca, root]: [x509_cert::Certificate; 3] = certs
+        .try_into()
+        .map_err(|_| format!("expected 3 certificates, found {count}"))?;
     if x509::to_der(&root)? != roots::INTEL_SGX_ROOT_CA {
         return Err(format!(
             "root {} is not the pinned Intel SGX Root CA",
