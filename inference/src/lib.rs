@@ -2,11 +2,18 @@
 //! unchanged and that is tested on the host.
 //!
 //! - [`gguf`]: validated GGUF reader over a byte slice.
+//! - [`quant`]: block formats and activation quantization.
+//! - [`kernels`]: scalar / AVX2 / AVX-512 matrix products, picked once via [`cpu`].
+//! - [`model`]: the LLaMA forward pass over a per-sequence [`model::Context`].
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
 pub mod chat;
+pub mod cpu;
 pub mod gguf;
+pub mod kernels;
+pub mod model;
+pub mod quant;
 pub mod sampler;
 pub mod tokenizer;

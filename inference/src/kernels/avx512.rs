@@ -1,0 +1,248 @@
+//! AVX-512 (F, BW, VL, VNNI) kernels. One 512-bit register holds the same block of both rows of
+//! a packed pair, so a single `vpdpbusd` computes the sixteen 4-quant group sums of two rows;
+//! each row's groups stay in their own lanes and accumulate in the scalar reference's order, so
+//! results are bit-identical to it. Several pairs and activation vectors are handled per pass so
+//! each weight block is loaded once for all of them.
+//!
+//! Lane layouts per pair and block:
+//! - 4-bit types: lanes 0-3 row 0 groups 0-3, lanes 4-7 row 1 groups 0-3, lanes 8-11 row 0
+//!   groups 4-7, lanes 12-15 row 1 groups 4-7.
+//! - Q8_0: lanes 0-7 row 0 groups 0-7, lanes 8-15 row 1 groups 0-7.
+
+use super::activations::Activations;
+use super::packed::PackedMatrix;
+use super::scalar::hsum8;
+use super::{Q4_0, Q4_1, Q8_0, avx2, quant_kind};
+use crate::quant::ActivationBlock;
+use core::arch::x86_64::*;
+use core::ops::Range;
+
+/// Pairs of rows per pass for one activation vector (decode).
+const PAIRS_SINGLE: usize = 4;
+/// Pairs of rows and activation vectors per pass for batches (prompt processing).
+const PAIRS_BATCH: usize = 2;
+const COLUMNS_BATCH: usize = 4;
+
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C. `rows` must lie within `w`,
+/// `x.cols() == w.cols()`, and `out` must hold `(x.n() - 1) * out_stride + rows.end` values.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+pub unsafe fn matmul(
+    w: &PackedMatrix,
+    x: &Activations,
+    rows: Range<usize>,
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let Some(kind) = quant_kind(w.tensor_type()) else {
+        // SAFETY: AVX-512 implies the AVX2 requirements; the other conditions are the same.
+        unsafe { avx2::matmul(w, x, rows, out, out_stride) };
+        return;
+    };
+    let first_pair = rows.start / 2;
+    let end_pair = rows.end.div_ceil(2);
+    let mut t = 0;
+    while t < x.n() {
+        let columns = if x.n() - t >= COLUMNS_BATCH {
+            COLUMNS_BATCH
+        } else {
+            1
+        };
+        let mut pair = first_pair;
+        while pair < end_pair {
+            let pairs = if columns == 1 {
+                PAIRS_SINGLE
+            } else {
+                PAIRS_BATCH
+            };
+            let pairs = if end_pair - pair >= pairs { pairs } else { 1 };
+            let mut results = [[[0.0f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE];
+            // SAFETY: features as required by the caller; `tile` checks every slice it reads.
+            unsafe {
+                match (pairs, columns) {
+                    (PAIRS_SINGLE, 1) => {
+                        tile::<PAIRS_SINGLE, 1>(kind, w, pair, [x.blocks(t)], &mut results)
+                    }
+                    (PAIRS_BATCH, COLUMNS_BATCH) => tile::<PAIRS_BATCH, COLUMNS_BATCH>(
+                        kind,
+                        w,
+                        pair,
+                        [
+                            x.blocks(t),
+                            x.blocks(t + 1),
+                            x.blocks(t + 2),
+                            x.blocks(t + 3),
+                        ],
+                        &mut results,
+                    ),
+                    (_, 1) => tile::<1, 1>(kind, w, pair, [x.blocks(t)], &mut results),
+                    _ => tile::<1, COLUMNS_BATCH>(
+                        kind,
+                        w,
+                        pair,
+                        [
+                            x.blocks(t),
+                            x.blocks(t + 1),
+                            x.blocks(t + 2),
+                            x.blocks(t + 3),
+                        ],
+                        &mut results,
+                    ),
+                }
+            }
+            for (p, pair_results) in results.iter().enumerate().take(pairs) {
+                for (c, column) in pair_results.iter().enumerate().take(columns) {
+                    for (half, &value) in column.iter().enumerate() {
+                        let r = (pair + p) * 2 + half;
+                        if rows.contains(&r) {
+                            out[(t + c) * out_stride + r] = value;
+                        }
+                    }
+                }
+            }
+            pair += pairs;
+        }
+        t += columns;
+    }
+}
+
+/// Rows of `P` pairs starting at `first_pair` against `C` activation vectors.
+///
+/// # Safety
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `first_pair + P <= w.pair_count()`;
+/// every `acts[c]` has `w.blocks_per_row()` blocks.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn tile<const P: usize, const C: usize>(
+    kind: u8,
+    w: &PackedMatrix,
+    first_pair: usize,
+    acts: [&[ActivationBlock]; C],
+    results: &mut [[[f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE],
+) {
+    let block_stride = w.block_stride();
+    let pair_stride = w.pair_stride();
+    let blocks = w.blocks_per_row();
+    let data = &w.quant_data()[first_pair * pair_stride..(first_pair + P) * pair_stride];
+    for act in acts {
+        if act.len() != blocks {
+            return;
+        }
+    }
+    let low_mask = _mm512_set1_epi8(0x0f);
+    let flip = _mm512_set1_epi8(-128);
+    // Activation quants [a0..16, a0..16, a16..32, a16..32] for the 4-bit layouts.
+    let spread_q4 = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+    // Group sums [s0..3, s0..3, s4..7, s4..7] (4-bit) and scales per row (see module docs).
+    let spread_sums_q4 = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+    let spread_sums_q8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    let spread_scale_q4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+    let spread_scale_q8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    let spread_scale = if kind == Q8_0 {
+        spread_scale_q8
+    } else {
+        spread_scale_q4
+    };
+
+    let mut lanes = [[_mm512_setzero_ps(); C]; P];
+    let mut mins = [[_mm_setzero_ps(); C]; P];
+    for b in 0..blocks {
+        // Per activation vector: quants laid out for this type, the offset correction, the
+        // scale and (Q4_1) the sum term.
+        let mut act_quants = [_mm512_setzero_si512(); C];
+        let mut act_offsets = [_mm512_setzero_si512(); C];
+        let mut act_d = [_mm_setzero_ps(); C];
+        let mut act_s = [_mm_setzero_ps(); C];
+        for c in 0..C {
+            let a = &acts[c][b];
+            // SAFETY: `qs` is 32 bytes and `sum4` 16 bytes.
+            let (quants, sums) = unsafe {
+                (
+                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
+                    _mm256_cvtepi16_epi32(_mm_loadu_si128(a.sum4.as_ptr().cast())),
+                )
+            };
+            let sums = _mm512_castsi256_si512(sums);
+            match kind {
+                Q8_0 => {
+                    act_quants[c] = _mm512_broadcast_i64x4(quants);
+                    // Weights are flipped to unsigned (q + 128): remove 128 * Σa per group.
+                    let spread = _mm512_permutexvar_epi32(spread_sums_q8, sums);
+                    act_offsets[c] =
+                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(spread, 7));
+                }
+                _ => {
+                    act_quants[c] =
+                        _mm512_permutexvar_epi64(spread_q4, _mm512_castsi256_si512(quants));
+                    if kind == Q4_0 {
+                        // Quants are stored 0..15 for values q - 8: remove 8 * Σa per group.
+                        let spread = _mm512_permutexvar_epi32(spread_sums_q4, sums);
+                        act_offsets[c] =
+                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(spread, 3));
+                    }
+                }
+            }
+            act_d[c] = _mm_set1_ps(a.d);
+            act_s[c] = _mm_set1_ps(a.s);
+        }
+        for p in 0..P {
+            let block = &data[p * pair_stride + b * block_stride..][..block_stride];
+            let ptr = block.as_ptr();
+            // SAFETY: `block` is one packed block of a pair (36, 40 or 68 bytes): scales first,
+            // then both rows' quants, so each load below reads inside it.
+            let (scales, weights) = unsafe {
+                match kind {
+                    Q8_0 => (
+                        _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned())),
+                        _mm512_xor_si512(_mm512_loadu_si512(ptr.add(4).cast()), flip),
+                    ),
+                    _ => {
+                        let (scales, offset) = if kind == Q4_1 {
+                            (_mm_cvtph_ps(_mm_loadl_epi64(ptr.cast())), 8)
+                        } else {
+                            (
+                                _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned())),
+                                4,
+                            )
+                        };
+                        let packed = _mm256_loadu_si256(ptr.add(offset).cast());
+                        let both = _mm512_inserti64x4(
+                            _mm512_castsi256_si512(packed),
+                            _mm256_srli_epi16(packed, 4),
+                            1,
+                        );
+                        (scales, _mm512_and_si512(both, low_mask))
+                    }
+                }
+            };
+            for c in 0..C {
+                let sums = _mm512_dpbusd_epi32(act_offsets[c], weights, act_quants[c]);
+                let d = _mm_mul_ps(scales, act_d[c]);
+                let d = _mm512_permutexvar_ps(spread_scale, _mm512_castps128_ps512(d));
+                lanes[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), lanes[p][c]);
+                if kind == Q4_1 {
+                    mins[p][c] = _mm_fmadd_ps(scales, act_s[c], mins[p][c]);
+                }
+            }
+        }
+    }
+    for p in 0..P {
+        for c in 0..C {
+            let mut l = [0.0f32; 16];
+            let mut m = [0.0f32; 4];
+            // SAFETY: sixteen and four f32 fit `l` and `m`.
+            unsafe {
+                _mm512_storeu_ps(l.as_mut_ptr(), lanes[p][c]);
+                _mm_storeu_ps(m.as_mut_ptr(), mins[p][c]);
+            }
+            for half in 0..2 {
+                let row_lanes: [f32; 8] = if kind == Q8_0 {
+                    core::array::from_fn(|g| l[8 * half + g])
+                } else {
+                    core::array::from_fn(|g| l[(g / 4) * 8 + half * 4 + g % 4])
+                };
+                let min = if kind == Q4_1 { m[2 + half] } else { 0.0 };
+                results[p][c][half] = hsum8(&row_lanes) + min;
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! LLaMA forward pass (`general.architecture = llama`): token embedding, RMS norm, RoPE (normal
+//! mode, adjacent pairs), grouped-query attention over an f16 KV cache, SwiGLU feed-forward,
+//! final norm and output head (tied to the embedding when the file has no `output.weight`).
+//!
+//! The arithmetic follows llama.cpp's CPU backend closely enough to give the same greedy tokens:
+//! activations are quantized to 8 bits per block exactly as it does, quantized products sum in its
+//! order, and attention rounds through f16 where it does (see `attention`).
+//!
+//! A [`Model`] is immutable and shared; each sequence has its own [`Context`] (KV cache and all
+//! scratch buffers, allocated once): nothing is allocated per token.
+
+mod attention;
+mod config;
+mod error;
+mod math;
+mod trig;
+mod weights;
+
+pub use attention::SumOrder;
+pub use config::LlamaConfig;
+pub use error::ModelError;
+#[doc(hidden)]
+pub use trig::sincosf;
+pub use weights::{LayerWeights, Weights};
+
+use crate::gguf::Gguf;
+use crate::kernels::{Activations, AlignedF32, Kernels, PackedMatrix};
+use alloc::vec::Vec;
+use attention::{AttentionScratch, attend, padded_kv_len};
+use math::{Math, rms_norm, rope_angles};
+
+/// A loaded model: hyper-parameters, packed weights and the kernels that run them.
+#[derive(Debug, Clone)]
+pub struct Model {
+    config: LlamaConfig,
+    weights: Weights,
+    kernels: Kernels,
+    math: Math,
+}
+
+impl Model {
+    /// Validates the file's hyper-parameters and tensor shapes and packs the weights.
+    pub fn from_gguf(gguf: &Gguf<'_>, kernels: Kernels) -> Result<Self, ModelError> {
+        let config = LlamaConfig::from_gguf(gguf)?;
+        let weights = Weights::load(gguf, &config)?;
+        Ok(Self {
+            config,
+            weights,
+            kernels,
+            math: Math::new(kernels.level()),
+        })
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.config
+    }
+
+    pub fn weights(&self) -> &Weights {
+        &self.weights
+    }
+
+    pub fn kernels(&self) -> Kernels {
+        self.kernels
+    }
+
+    /// A fresh context holding up to `capacity` positions, processing up to `max_batch` tokens
+    /// per step (longer inputs are split into steps of that size).
+    pub fn new_context(&self, capacity: usize, max_batch: usize) -> Context {
+        Context::new(&self.config, capacity.max(1), max_batch.max(1))
+    }
+
+    /// Appends `tokens` to the context's sequence and returns the logits after the last one.
+    pub fn forward<'c>(
+        &self,
+        ctx: &'c mut Context,
+        tokens: &[u32],
+    ) -> Result<&'c [f32], ModelError> {
+        if tokens.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if let Some(&bad) = tokens
+            .iter()
+            .find(|&&t| t as usize >= self.config.vocab_size)
+        {
+            return Err(ModelError::BadToken(bad));
+        }
+        if ctx.position + tokens.len() > ctx.capacity {
+            return Err(ModelError::ContextFull {
+                capacity: ctx.capacity,
+            });
+        }
+        for chunk in tokens.chunks(ctx.max_batch) {
+            self.step(ctx, chunk)?;
+        }
+        self.logits(ctx)?;
+        Ok(&ctx.logits)
+    }
+
+    /// Runs the layers over one batch of tokens (at most `max_batch`).
+    fn step(&self, ctx: &mut Context, tokens: &[u32]) -> Result<(), ModelError> {
+        let c = &self.config;
+        let n = tokens.len();
+        let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let start = ctx.position;
+        let order = if n > 1 {
+            SumOrder::Batch
+        } else {
+            SumOrder::Decode
+        };
+        let n_kv = padded_kv_len(start + n - 1, ctx.capacity);
+        let half = c.head_dim / 2;
+        for (t, &token) in tokens.iter().enumerate() {
+            let row = &mut ctx.x.as_mut_slice()[t * dim..(t + 1) * dim];
+            self.weights
+                .embedding
+                .dequantize_row_into(token as usize, row);
+            rope_angles(
+                start + t,
+                c.rope_freq_base,
+                c.head_dim,
+                &mut ctx.angles[t * half..(t + 1) * half],
+            );
+        }
+        for (layer_index, layer) in self.weights.layers.iter().enumerate() {
+            // Attention block.
+            for t in 0..n {
+                let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
+                rms_norm(
+                    x,
+                    &layer.attn_norm,
+                    c.rms_eps,
+                    &mut ctx.xn.as_mut_slice()[t * dim..(t + 1) * dim],
+                );
+            }
+            ctx.act_dim.load(&ctx.xn.as_slice()[..n * dim], n);
+            self.matmul(&layer.wq, &ctx.act_dim, ctx.q.as_mut_slice())?;
+            self.matmul(&layer.wk, &ctx.act_dim, ctx.k.as_mut_slice())?;
+            self.matmul(&layer.wv, &ctx.act_dim, ctx.v.as_mut_slice())?;
+            for t in 0..n {
+                let angles = &ctx.angles[t * half..(t + 1) * half];
+                for head in
+                    ctx.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim)
+                {
+                    self.math.rope(head, angles);
+                }
+                for head in
+                    ctx.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(c.head_dim)
+                {
+                    self.math.rope(head, angles);
+                }
+                ctx.store_kv(layer_index, start + t, t);
+            }
+            for t in 0..n {
+                let pos = start + t;
+                for head in 0..c.n_heads {
+                    let kv_head = head / (c.n_heads / c.n_kv_heads);
+                    let at = ctx.cache_offset(layer_index, kv_head, 0);
+                    let rows = at..at + (pos + 1) * c.head_dim;
+                    let (keys, values) = (&ctx.keys[rows.clone()], &ctx.values[rows]);
+                    let query = &ctx.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
+                    let out =
+                        &mut ctx.att.as_mut_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
+                    attend(
+                        &self.math,
+                        order,
+                        query,
+                        keys,
+                        values,
+                        pos,
+                        n_kv,
+                        &mut ctx.scratch,
+                        out,
+                    );
+                }
+            }
+            ctx.act_q.load(&ctx.att.as_slice()[..n * q_dim], n);
+            self.matmul(&layer.wo, &ctx.act_q, ctx.tmp.as_mut_slice())?;
+            add_in_place(
+                &mut ctx.x.as_mut_slice()[..n * dim],
+                &ctx.tmp.as_slice()[..n * dim],
+            );
+
+            // Feed-forward block.
+            for t in 0..n {
+                let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
+                rms_norm(
+                    x,
+                    &layer.ffn_norm,
+                    c.rms_eps,
+                    &mut ctx.xn.as_mut_slice()[t * dim..(t + 1) * dim],
+                );
+            }
+            ctx.act_dim.load(&ctx.xn.as_slice()[..n * dim], n);
+            self.matmul(&layer.w_gate, &ctx.act_dim, ctx.gate.as_mut_slice())?;
+            self.matmul(&layer.w_up, &ctx.act_dim, ctx.up.as_mut_slice())?;
+            for t in 0..n {
+                let range = t * ffn..(t + 1) * ffn;
+                self.math.swiglu(
+                    &ctx.gate.as_slice()[range.clone()],
+                    &ctx.up.as_slice()[range.clone()],
+                    &mut ctx.hidden.as_mut_slice()[range],
+                );
+            }
+            ctx.act_ffn.load(&ctx.hidden.as_slice()[..n * ffn], n);
+            self.matmul(&layer.w_down, &ctx.act_ffn, ctx.tmp.as_mut_slice())?;
+            add_in_place(
+                &mut ctx.x.as_mut_slice()[..n * dim],
+                &ctx.tmp.as_slice()[..n * dim],
+            );
+        }
+        ctx.position += n;
+        ctx.last_in_batch = n - 1;
+        Ok(())
+    }
+
+    /// Final norm and output head for the last token of the last step.
+    fn logits(&self, ctx: &mut Context) -> Result<(), ModelError> {
+        let dim = self.config.dim;
+        let t = ctx.last_in_batch;
+        let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
+        rms_norm(
+            x,
+            &self.weights.output_norm,
+            self.config.rms_eps,
+            &mut ctx.xn.as_mut_slice()[..dim],
+        );
+        ctx.act_out.load(&ctx.xn.as_slice()[..dim], 1);
+        let head = self.weights.output_head();
+        self.kernels.matmul(
+            head,
+            &ctx.act_out,
+            0..head.rows(),
+            &mut ctx.logits,
+            head.rows(),
+        )?;
+        Ok(())
+    }
+
+    fn matmul(&self, w: &PackedMatrix, x: &Activations, out: &mut [f32]) -> Result<(), ModelError> {
+        Ok(self.kernels.matmul(w, x, 0..w.rows(), out, w.rows())?)
+    }
+}
+
+fn add_in_place(x: &mut [f32], y: &[f32]) {
+    for (a, &b) in x.iter_mut().zip(y) {
+        *a += b;
+    }
+}
+
+/// One sequence's state: KV cache (f16, `[layer][kv_head][position][head_dim]`) and every
+/// buffer a step needs, allocated once.
+#[derive(Debug, Clone)]
+pub struct Context {
+    capacity: usize,
+    max_batch: usize,
+    position: usize,
+    last_in_batch: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    keys: Vec<u16>,
+    values: Vec<u16>,
+    x: AlignedF32,
+    xn: AlignedF32,
+    q: AlignedF32,
+    k: AlignedF32,
+    v: AlignedF32,
+    att: AlignedF32,
+    tmp: AlignedF32,
+    gate: AlignedF32,
+    up: AlignedF32,
+    hidden: AlignedF32,
+    act_dim: Activations,
+    act_q: Activations,
+    act_ffn: Activations,
+    act_out: Activations,
+    angles: Vec<(f32, f32)>,
+    scratch: AttentionScratch,
+    logits: Vec<f32>,
+}
+
+impl Context {
+    fn new(c: &LlamaConfig, capacity: usize, max_batch: usize) -> Self {
+        let cache = c.n_layers * c.kv_dim() * capacity;
+        let f = |per_token: usize| AlignedF32::zeroed(max_batch * per_token);
+        Self {
+            capacity,
+            max_batch,
+            position: 0,
+            last_in_batch: 0,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            keys: alloc::vec![0; cache],
+            values: alloc::vec![0; cache],
+            x: f(c.dim),
+            xn: f(c.dim),
+            q: f(c.q_dim()),
+            k: f(c.kv_dim()),
+            v: f(c.kv_dim()),
+            att: f(c.q_dim()),
+            tmp: f(c.dim),
+            gate: f(c.ffn_dim),
+            up: f(c.ffn_dim),
+            hidden: f(c.ffn_dim),
+            act_dim: Activations::new(max_batch, c.dim),
+            act_q: Activations::new(max_batch, c.q_dim()),
+            act_ffn: Activations::new(max_batch, c.ffn_dim),
+            act_out: Activations::new(1, c.dim),
+            angles: alloc::vec![(0.0, 0.0); max_batch * c.head_dim / 2],
+            scratch: AttentionScratch::new(capacity, c.head_dim),
+            logits: alloc::vec![0.0; c.vocab_size],
+        }
+    }
+
+    /// Tokens in the sequence so far.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Logits after the last token processed.
+    pub fn logits(&self) -> &[f32] {
+        &self.logits
+    }
+
+    /// Forgets the sequence and zeroes the KV cache (the prompt's traces) and the logits.
+    pub fn reset(&mut self) {
+        self.position = 0;
+        self.keys.fill(0);
+        self.values.fill(0);
+        self.logits.fill(0.0);
+    }
+
+    fn cache_offset(&self, layer: usize, kv_head: usize, pos: usize) -> usize {
+        ((layer * self.n_kv_heads + kv_head) * self.capacity + pos) * self.head_dim
+    }
+
+    /// Writes token `t` of the step (at position `pos`) into the cache as f16.
+    fn store_kv(&mut self, layer: usize, pos: usize, t: usize) {
+        let kv_dim = self.n_kv_heads * self.head_dim;
+        for head in 0..self.n_kv_heads {
+            let at = self.cache_offset(layer, head, pos);
+            let source = t * kv_dim + head * self.head_dim;
+            for d in 0..self.head_dim {
+                self.keys[at + d] = crate::quant::f32_to_f16_bits(self.k.as_slice()[source + d]);
+                self.values[at + d] = crate::quant::f32_to_f16_bits(self.v.as_slice()[source + d]);
+            }
+        }
+    }
+}
