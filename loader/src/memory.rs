@@ -75,7 +75,9 @@ pub struct E820Entry {
 
 /// Parses the raw `etc/e820` fw_cfg file.
 pub fn parse_e820(bytes: &[u8]) -> Result<impl Iterator<Item = E820Entry> + '_, MemoryError> {
-    if !bytes.len().is_multiple_of(E820_ENTRY_SIZE) || bytes.len() / E820_ENTRY_SIZE > MAX_E820_ENTRIES {
+    if !bytes.len().is_multiple_of(E820_ENTRY_SIZE)
+        || bytes.len() / E820_ENTRY_SIZE > MAX_E820_ENTRIES
+    {
         return Err(MemoryError::BadE820Length(bytes.len()));
     }
     Ok(bytes.chunks_exact(E820_ENTRY_SIZE).map(|raw| {

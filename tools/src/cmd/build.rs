@@ -4,8 +4,8 @@
 use super::CommandError;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use ward_tools::image::build::{self, BuildOptions, KernelSource, Target};
-use ward_tools::image::vector_check;
+use ward_tools::image::build::{self, BuildOptions, KernelSource};
+use ward_tools::image::{soft_float_probe, vector_check};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,9 +18,9 @@ pub struct Args {
     /// Pack this kernel ELF instead of building ward-kernel.
     #[arg(long, value_name = "ELF")]
     kernel: Option<PathBuf>,
-    /// Demonstrate the vector check on a deliberately soft-float build: compile ward-kernel for
-    /// the stock x86_64-unknown-none target and run the check on it. Exits non-zero when the
-    /// check rejects it, which is the expected outcome.
+    /// Demonstrate the vector check: build a tiny f32 crate for the hard-float Ward target and
+    /// for the stock soft-float x86_64-unknown-none, check both (and target/ward/kernel.elf).
+    /// Succeeds when the check passes the first and rejects the second.
     #[arg(long, conflicts_with = "kernel")]
     soft_float_check_demo: bool,
 }
@@ -50,21 +50,35 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
 }
 
 fn soft_float_demo(workspace: &std::path::Path) -> Result<ExitCode, CommandError> {
-    let elf_path = build::build_kernel(workspace, Target::SoftFloat)?;
-    let elf = std::fs::read(&elf_path)?;
-    println!(
-        "soft-float kernel: {} ({} bytes)",
-        elf_path.display(),
-        elf.len()
-    );
-    match vector_check::check(&elf) {
-        Ok(count) => {
-            println!("vector check PASSED on the soft-float build ({count}): it did not catch it");
-            Ok(ExitCode::SUCCESS)
+    let outcome = soft_float_probe::run(workspace)?;
+    for (label, (path, result)) in [
+        (
+            "hard-float build (targets/x86_64-ward.json)",
+            &outcome.hard_float,
+        ),
+        (
+            "soft-float build (x86_64-unknown-none)",
+            &outcome.soft_float,
+        ),
+    ] {
+        println!("{label}: {}", path.display());
+        match result {
+            Ok(count) => println!("  vector check passed: {count}"),
+            Err(error) => println!("  {error}"),
         }
-        Err(error) => {
-            println!("{error}");
-            Ok(ExitCode::FAILURE)
+    }
+    let kernel = workspace.join("target").join("ward").join("kernel.elf");
+    if let Ok(elf) = std::fs::read(&kernel) {
+        match vector_check::check(&elf) {
+            Ok(count) => println!("kernel {}: vector check passed: {count}", kernel.display()),
+            Err(error) => println!("kernel {}: {error}", kernel.display()),
         }
+    }
+    if outcome.as_intended() {
+        println!("the check passes hard-float code and rejects the soft-float build, as intended");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("the check did NOT tell the two builds apart");
+        Ok(ExitCode::FAILURE)
     }
 }

@@ -15,7 +15,8 @@ use std::process::{Command, Stdio};
 
 /// Ward's hard-float target, relative to the workspace.
 pub const TARGET_SPEC: &str = "targets/x86_64-ward.json";
-/// The stock soft-float target, used only to demonstrate that the vector check catches it.
+/// The stock soft-float target, used only to demonstrate that the vector check catches it
+/// (`soft_float_probe`).
 pub const SOFT_FLOAT_TARGET: &str = "x86_64-unknown-none";
 /// Kernel package and binary.
 pub const KERNEL_PACKAGE: &str = "ward-kernel";
@@ -114,20 +115,11 @@ pub fn find_workspace(start: &Path) -> Result<PathBuf, BuildError> {
         .ok_or_else(|| BuildError::NoWorkspace(start.to_path_buf()))
 }
 
-/// Which target a bare-metal build is for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
-    /// `targets/x86_64-ward.json`, hard float, `core`/`alloc` built from source.
-    Ward,
-    /// The stock soft-float target with its prebuilt `core`/`alloc`.
-    SoftFloat,
-}
-
-/// Builds `package`'s binary of the same name in release mode and returns the executable.
+/// Builds `package`'s binary of the same name in release mode for the Ward target and returns
+/// the executable.
 pub fn cargo_build(
     workspace: &Path,
     package: &'static str,
-    target: Target,
     target_dir: &Path,
     extra_rustflags: &[&str],
 ) -> Result<PathBuf, BuildError> {
@@ -147,21 +139,14 @@ pub fn cargo_build(
         .env("RUSTFLAGS", rustflags(workspace, extra_rustflags)?)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit());
-    match target {
-        Target::Ward => {
-            command
-                .args(["--target", TARGET_SPEC])
-                .args([
-                    "-Zbuild-std=core,alloc",
-                    "-Zbuild-std-features=compiler-builtins-mem",
-                ])
-                .arg("-Zjson-target-spec")
-                .env("RUSTC_BOOTSTRAP", "1");
-        }
-        Target::SoftFloat => {
-            command.args(["--target", SOFT_FLOAT_TARGET]);
-        }
-    }
+    command
+        .args(["--target", TARGET_SPEC])
+        .args([
+            "-Zbuild-std=core,alloc",
+            "-Zbuild-std-features=compiler-builtins-mem",
+        ])
+        .arg("-Zjson-target-spec")
+        .env("RUSTC_BOOTSTRAP", "1");
     let output = command
         .output()
         .map_err(io(format!("running cargo for {package}")))?;
@@ -213,26 +198,21 @@ pub fn build_loader(workspace: &Path) -> Result<PathBuf, BuildError> {
     cargo_build(
         workspace,
         LOADER_PACKAGE,
-        Target::Ward,
         &target_dir,
         &["-Crelocation-model=static", "-Ccode-model=large"],
     )
 }
 
-/// Builds the kernel ELF for `target`.
-pub fn build_kernel(workspace: &Path, target: Target) -> Result<PathBuf, BuildError> {
-    let directory = match target {
-        Target::Ward => "kernel-build",
-        Target::SoftFloat => "soft-float-build",
-    };
-    let target_dir = workspace.join("target").join("ward").join(directory);
-    cargo_build(workspace, KERNEL_PACKAGE, target, &target_dir, &[])
+/// Builds the kernel ELF.
+pub fn build_kernel(workspace: &Path) -> Result<PathBuf, BuildError> {
+    let target_dir = workspace.join("target").join("ward").join("kernel-build");
+    cargo_build(workspace, KERNEL_PACKAGE, &target_dir, &[])
 }
 
 /// Runs the whole build: kernel (unless prebuilt), vector check, loader, pack, write.
 pub fn build_image(options: &BuildOptions) -> Result<BuiltImage, BuildError> {
     let kernel_path = match &options.kernel {
-        KernelSource::Build => build_kernel(&options.workspace, Target::Ward)?,
+        KernelSource::Build => build_kernel(&options.workspace)?,
         KernelSource::Prebuilt(path) => path.clone(),
     };
     let kernel = std::fs::read(&kernel_path)

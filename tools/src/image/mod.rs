@@ -6,4 +6,5 @@ pub mod build;
 pub mod elf_segments;
 pub mod metadata;
 pub mod pack;
+pub mod soft_float_probe;
 pub mod vector_check;

@@ -45,8 +45,8 @@ pub enum VectorCheckError {
     NoCode,
     /// Executable code without one ymm/zmm instruction: a soft-float build.
     #[error(
-        "vector check failed: the kernel has {0} but not one ymm/zmm instruction — built soft-float \
-         (stock x86_64-unknown-none?) instead of for targets/x86_64-ward.json"
+        "vector check failed ({0}): not one ymm/zmm instruction, so this is a soft-float build \
+         (stock x86_64-unknown-none?), not one for targets/x86_64-ward.json"
     )]
     NoVectorCode(VectorCount),
 }
