@@ -10,12 +10,25 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// Largest reassembled request.
 pub const MAX_REQUEST_LEN: usize = 65_536;
 
-/// A prompt. Secret: wiped when dropped.
-#[derive(Debug, Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
+/// A prompt. Secret: wiped when dropped, and `Debug` shows only lengths so it never reaches a
+/// log by accident.
+#[derive(Clone, PartialEq, Eq, Zeroize, ZeroizeOnDrop)]
 pub struct Request {
     pub max_new_tokens: u32,
     pub system: String,
     pub user: String,
+}
+
+impl core::fmt::Debug for Request {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "Request {{ max_new_tokens: {}, system: <{} bytes>, user: <{} bytes> }}",
+            self.max_new_tokens,
+            self.system.len(),
+            self.user.len()
+        )
+    }
 }
 
 impl Request {

@@ -810,3 +810,10 @@ fn a_failed_model_load_after_key_release_is_reported() {
         })
     );
 }
+
+#[test]
+fn a_request_never_shows_its_text_in_debug_output() {
+    let shown = alloc::format!("{:?}", request("my secret prompt"));
+    assert!(!shown.contains("secret"), "{shown}");
+    assert!(shown.contains("16 bytes"), "{shown}");
+}
