@@ -139,20 +139,10 @@ fn matches_sev_snp_measure_for_vcpu_counts_and_types() {
     assert_eq!(compared, 21);
 }
 
-/// Ward's own image: the one named by `WARD_IMAGE`, else `target/ward/ward.img` once `ward build`
-/// has produced it. Without either there is nothing to compare and the test says so.
+/// Ward's own image against sev-snp-measure (see `common::ward_image`).
 #[test]
 fn wards_image_matches_sev_snp_measure_when_built() {
-    let image_path = std::env::var_os("WARD_IMAGE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ward/ward.img")
-        });
-    let Ok(image) = std::fs::read(&image_path) else {
-        eprintln!(
-            "skipped: {} not built yet (run `ward build` or set WARD_IMAGE)",
-            image_path.display()
-        );
+    let Some((image_path, image)) = common::ward_image() else {
         return;
     };
     for vcpus in [1, 2, 4] {

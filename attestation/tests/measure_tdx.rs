@@ -7,7 +7,8 @@ mod common;
 use common::hex;
 use sha2::{Digest, Sha384};
 use ward_attestation::measure::firmware::{
-    FOOTER_GUID, Firmware, TDX_METADATA_GUID, TdvfSectionKind,
+    FOOTER_GUID, Firmware, SevSectionKind, TDVF_ATTRIBUTE_MR_EXTEND, TDX_METADATA_GUID,
+    TdvfSectionKind,
 };
 use ward_attestation::measure::tdx::mrtd;
 use ward_attestation::measure::{MeasureError, config};
@@ -155,4 +156,39 @@ fn configuration_digests_are_sha256_and_sha384_of_the_file() {
         config::mr_config_id(file).as_slice(),
         Sha384::digest(file).as_slice()
     );
+}
+
+/// Ward's own image (see `common::ward_image`): its ASEV metadata lists the secrets and CPUID
+/// pages, its first TDVF section is the measured BFV covering the whole image ending at 4 GiB,
+/// and both measurements compute.
+#[test]
+fn wards_image_metadata_parses_when_built() {
+    let Some((_, image)) = common::ward_image() else {
+        return;
+    };
+    let firmware = Firmware::parse(&image).unwrap();
+    let sev: Vec<_> = firmware
+        .sev_sections()
+        .unwrap()
+        .iter()
+        .map(|s| s.kind)
+        .collect();
+    assert!(sev.contains(&SevSectionKind::SnpSecrets), "{sev:?}");
+    assert!(sev.contains(&SevSectionKind::Cpuid), "{sev:?}");
+    let tdvf = firmware.tdvf_sections().unwrap();
+    let bfv = tdvf[0];
+    assert_eq!(bfv.kind, TdvfSectionKind::Bfv);
+    assert_eq!(
+        (bfv.data_offset as usize, bfv.raw_data_size as usize),
+        (0, image.len())
+    );
+    assert_eq!(bfv.memory_address, firmware.gpa().unwrap());
+    assert_ne!(bfv.attributes & TDVF_ATTRIBUTE_MR_EXTEND, 0);
+    assert!(
+        tdvf[1..]
+            .iter()
+            .all(|s| s.raw_data_size == 0 && s.attributes & TDVF_ATTRIBUTE_MR_EXTEND == 0)
+    );
+    assert!(mrtd(&image).is_ok());
+    firmware.sev_es_reset_eip().unwrap();
 }

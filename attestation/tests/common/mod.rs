@@ -72,3 +72,23 @@ impl Drop for Scratch {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Ward's own image: the file named by `WARD_IMAGE`, else `target/ward/ward.img` once
+/// `ward build` has written it (scripts/test.sh builds it before the tests run).
+pub fn ward_image() -> Option<(PathBuf, Vec<u8>)> {
+    let path = std::env::var_os("WARD_IMAGE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/ward/ward.img")
+        });
+    match std::fs::read(&path) {
+        Ok(image) => Some((path, image)),
+        Err(_) => {
+            eprintln!(
+                "skipped: {} not built yet (run `ward build` or set WARD_IMAGE)",
+                path.display()
+            );
+            None
+        }
+    }
+}
