@@ -8,8 +8,8 @@ extern crate std;
 
 pub mod config;
 pub mod evidence;
-pub mod measure;
 pub mod keyrelease;
+pub mod measure;
 pub mod protocol;
 pub mod sealed;
 #[cfg(feature = "verify")]
