@@ -68,6 +68,9 @@ pub struct Config {
     pub cadence_ms: u32,
     /// Test-only deliberate fault; `None` in every real deployment.
     pub test_fault: Option<TestFault>,
+    /// Test-only: run the device self-check (disk hash, vsock echo) at boot; `false` in every
+    /// real deployment.
+    pub test_devices: bool,
 }
 
 impl Config {
@@ -80,6 +83,7 @@ impl Config {
             queue: DEFAULT_QUEUE,
             cadence_ms: DEFAULT_CADENCE_MS,
             test_fault: None,
+            test_devices: false,
         }
     }
 
@@ -132,6 +136,7 @@ impl Config {
                     let name = parse_string(value).ok_or(bad)?;
                     config.test_fault = Some(TestFault::parse(name).ok_or(bad)?);
                 }
+                Key::TestDevices => config.test_devices = parse_bool(value).ok_or(bad)?,
             }
         }
         config.min_model_version =
@@ -156,6 +161,9 @@ impl fmt::Display for Config {
         writeln!(f, "cadence_ms = {}", self.cadence_ms)?;
         if let Some(fault) = self.test_fault {
             writeln!(f, "test_fault = \"{}\"", fault.as_str())?;
+        }
+        if self.test_devices {
+            writeln!(f, "test_devices = true")?;
         }
         Ok(())
     }
@@ -229,16 +237,18 @@ enum Key {
     Queue,
     CadenceMs,
     TestFault,
+    TestDevices,
 }
 
 impl Key {
-    const ALL: [Key; 6] = [
+    const ALL: [Key; 7] = [
         Key::MinModelVersion,
         Key::ReleaseServerPublic,
         Key::Slots,
         Key::Queue,
         Key::CadenceMs,
         Key::TestFault,
+        Key::TestDevices,
     ];
 
     fn name(self) -> &'static str {
@@ -249,6 +259,7 @@ impl Key {
             Self::Queue => "queue",
             Self::CadenceMs => "cadence_ms",
             Self::TestFault => "test_fault",
+            Self::TestDevices => "test_devices",
         }
     }
 
@@ -260,6 +271,7 @@ impl Key {
             Self::Queue => "an integer 0..=1024",
             Self::CadenceMs => "an integer 0..=10000",
             Self::TestFault => "\"guard-page\" or \"panic\"",
+            Self::TestDevices => "true or false",
         }
     }
 
@@ -285,6 +297,15 @@ impl Seen {
 /// starts the comment.
 fn strip_comment(line: &str) -> &str {
     line.split_once('#').map_or(line, |(before, _)| before)
+}
+
+/// A TOML boolean.
+fn parse_bool(text: &str) -> Option<bool> {
+    match text {
+        "true" => Some(true),
+        "false" => Some(false),
+        _ => None,
+    }
 }
 
 /// A decimal integer (TOML style: digits with single `_` separators, no sign, no leading zeros).
@@ -386,6 +407,10 @@ mod tests {
             let text = config.to_string();
             assert_eq!(Config::parse(text.as_bytes()), Ok(config), "{text}");
         }
+        config.test_devices = true;
+        let text = config.to_string();
+        assert!(text.ends_with("test_devices = true\n"), "{text}");
+        assert_eq!(Config::parse(text.as_bytes()), Ok(config), "{text}");
         assert!(Config::new(3, key()).to_string().starts_with(&minimal()));
     }
 
@@ -439,6 +464,8 @@ mod tests {
             ("cadence_ms = 10001", "cadence_ms"),
             ("test_fault = panic", "test_fault"),
             ("test_fault = \"reboot\"", "test_fault"),
+            ("test_devices = yes", "test_devices"),
+            ("test_devices = \"true\"", "test_devices"),
             ("key_release_public_key = 8520", "key_release_public_key"),
             (
                 "key_release_public_key = \"8520\"",

@@ -222,10 +222,20 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     );
     report_memory(handover, pool);
     report_simd(&handover.features);
-    report_pci();
+    let functions = report_pci();
     let config = check_config(handover.config, info);
     if let Some(fault) = config.and_then(|c| c.test_fault) {
         fault_test::trigger(fault);
+    }
+    let mut devices = crate::drivers::virtio::probe(&functions);
+    if config.is_some_and(|c| c.test_devices) {
+        match crate::drivers::virtio::selfcheck::run(&mut devices) {
+            Ok(()) => info!("device self-check passed"),
+            Err(why) => fail(
+                ExitCode::SetupFailed,
+                format_args!("device self-check failed: {why}"),
+            ),
+        }
     }
     info!("boot complete: nothing to serve yet, exiting");
     exit(ExitCode::Success)
@@ -276,12 +286,12 @@ fn report_simd(features: &CpuFeatures) {
     );
 }
 
-fn report_pci() {
+fn report_pci() -> Vec<pci::PciFunction> {
     let state = match ecam::enable_q35() {
         Ok(state) => state,
         Err(e) => {
             warn!("PCI: no ECAM ({e}); no devices enumerated");
-            return;
+            return Vec::new();
         }
     };
     let functions = pci::enumerate::enumerate(&ecam::Ecam::q35());
@@ -310,6 +320,7 @@ fn report_pci() {
             names::describe(function)
         );
     }
+    functions
 }
 
 fn check_config(bytes: Option<&[u8]>, info: &BootInfo) -> Option<Config> {

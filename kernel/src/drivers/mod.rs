@@ -1,3 +1,4 @@
 //! Device drivers.
 
 pub mod pci;
+pub mod virtio;

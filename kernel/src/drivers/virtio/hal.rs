@@ -1,0 +1,260 @@
+//! The `virtio_drivers::Hal` that keeps devices out of private memory (DESIGN §6).
+//!
+//! - `dma_alloc` (virtqueue rings) hands out pages of the shared pool.
+//! - `share` never gives the device the caller's buffer: it allocates bounce pages in the pool,
+//!   copies the bytes in when the device is to read them, and returns the bounce address.
+//! - `unshare` copies the device's bytes out into the caller's private buffer (when the device
+//!   was to write) and scrubs and frees the bounce pages.
+//!
+//! So the device only ever sees pool pages, private memory is never referenced by a descriptor,
+//! and what the driver looks at afterwards is a private copy it can validate without the host
+//! changing it underneath. On SNP/TDX the pool pages are the shared ones (the platform converted
+//! them at boot), so nothing here depends on the platform.
+//!
+//! `Hal` methods are associated functions, so the pool is found through a [`PoolSource`]: the
+//! kernel's boot-time pool on bare metal, a test pool on the host.
+
+use crate::mm::address::PAGE_SIZE;
+use crate::mm::shared_pool::{SharedBuffer, SharedPool};
+use alloc::collections::BTreeMap;
+use core::marker::PhantomData;
+use core::ptr::NonNull;
+use spin::Mutex;
+use virtio_drivers::{BufferDirection, Hal, PhysAddr};
+
+/// Pool pages handed to a device, by device address.
+pub struct BounceTable {
+    buffers: BTreeMap<PhysAddr, OwnedBuffer>,
+}
+
+impl BounceTable {
+    /// An empty table (usable in a `static`).
+    pub const fn new() -> Self {
+        Self {
+            buffers: BTreeMap::new(),
+        }
+    }
+
+    /// Buffers currently handed out.
+    pub fn len(&self) -> usize {
+        self.buffers.len()
+    }
+
+    /// Whether no buffer is handed out.
+    pub fn is_empty(&self) -> bool {
+        self.buffers.is_empty()
+    }
+}
+
+impl Default for BounceTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A pool buffer kept in the table.
+struct OwnedBuffer(SharedBuffer<'static>);
+
+// SAFETY: a `SharedBuffer` is an exclusive handle on its own pool pages (it holds a raw pointer
+// only because the pages are host-writable and must not be referenced); handing that ownership
+// to another CPU is fine, and the table is only reached through its mutex.
+unsafe impl Send for OwnedBuffer {}
+
+/// Where a [`PoolHal`] takes its pages from.
+pub trait PoolSource {
+    /// The pool, once it exists.
+    fn pool() -> Option<&'static SharedPool>;
+    /// The table of pages currently handed to devices.
+    fn table() -> &'static Mutex<BounceTable>;
+}
+
+/// A `Hal` bouncing every buffer through the pool of `S`.
+pub struct PoolHal<S>(PhantomData<S>);
+
+/// Pages a buffer of `len` bytes needs (at least one).
+pub const fn pages_for(len: usize) -> usize {
+    let pages = len.div_ceil(PAGE_SIZE as usize);
+    if pages == 0 { 1 } else { pages }
+}
+
+/// Whether the pool of `S` has `pages` free pages now. Drivers check this before queueing a
+/// request, because `Hal::share` has no way to report failure (see [`PoolHal::share`]).
+pub fn has_room<S: PoolSource>(pages: usize) -> bool {
+    S::pool().is_some_and(|pool| pool.free_pages() >= pages)
+}
+
+impl<S: PoolSource> PoolHal<S> {
+    fn allocate(pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
+        let buffer = S::pool()?.allocate(pages).ok()?;
+        let phys = buffer.phys().as_u64();
+        let ptr = buffer.as_ptr();
+        S::table().lock().buffers.insert(phys, OwnedBuffer(buffer));
+        Some((phys, ptr))
+    }
+
+    fn take(phys: PhysAddr) -> Option<SharedBuffer<'static>> {
+        S::table().lock().buffers.remove(&phys).map(|b| b.0)
+    }
+}
+
+// SAFETY: `dma_alloc` returns zeroed, page-aligned pool pages that stay allocated (and mapped in
+// the shared window) until `dma_dealloc`; `share` returns the device address of pool pages that
+// stay allocated until the matching `unshare`. Nothing else uses those pages meanwhile.
+unsafe impl<S: PoolSource> Hal for PoolHal<S> {
+    fn dma_alloc(pages: usize, _direction: BufferDirection) -> (PhysAddr, NonNull<u8>) {
+        // A zero address tells `virtio_drivers::Dma::new` that allocation failed.
+        Self::allocate(pages).unwrap_or((0, NonNull::dangling()))
+    }
+
+    unsafe fn dma_dealloc(paddr: PhysAddr, _vaddr: NonNull<u8>, _pages: usize) -> i32 {
+        // Dropping the buffer scrubs and frees its pages.
+        match Self::take(paddr) {
+            Some(_) => 0,
+            None => -1,
+        }
+    }
+
+    unsafe fn mmio_phys_to_virt(paddr: PhysAddr, _size: usize) -> NonNull<u8> {
+        // Ward's own transport maps BARs itself (see `pci`); this is only here for the trait. The
+        // kernel identity-maps its MMIO windows.
+        NonNull::new(paddr as *mut u8).unwrap_or(NonNull::dangling())
+    }
+
+    unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
+        let len = buffer.len();
+        let Some((phys, _)) = Self::allocate(pages_for(len)) else {
+            // Unreachable while drivers keep their promise to check `has_room` first (one CPU,
+            // no interrupts: nothing allocates in between). Returning any address would let the
+            // device write to memory it was never given, so stop instead.
+            panic!("virtio bounce: shared pool exhausted despite the driver's room check");
+        };
+        if matches!(
+            direction,
+            BufferDirection::DriverToDevice | BufferDirection::Both
+        ) {
+            // SAFETY: the caller (`VirtQueue::add`) passes a live buffer it does not touch until
+            // `unshare`; it is private memory, so a shared reference to it is sound.
+            let source = unsafe { buffer.as_ref() };
+            let table = S::table().lock();
+            if let Some(bounce) = table.buffers.get(&phys) {
+                // In bounds: the bounce buffer has at least `len` bytes.
+                let _ = bounce.0.copy_in(0, source);
+            }
+        }
+        phys
+    }
+
+    unsafe fn unshare(paddr: PhysAddr, mut buffer: NonNull<[u8]>, direction: BufferDirection) {
+        let Some(bounce) = Self::take(paddr) else {
+            return;
+        };
+        if matches!(
+            direction,
+            BufferDirection::DeviceToDriver | BufferDirection::Both
+        ) {
+            // SAFETY: the caller passes the same live private buffer it gave to `share`, and the
+            // device is done with the bounce pages; nothing else references the buffer now.
+            let destination = unsafe { buffer.as_mut() };
+            let len = destination.len().min(bounce.len());
+            let _ = bounce.copy_out(0, &mut destination[..len]);
+        }
+        // `bounce` drops here: scrubbed and returned to the pool.
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_pool {
+    //! A pool in ordinary memory whose "physical" addresses are its virtual ones, so fake
+    //! devices in tests can follow descriptor addresses.
+    use super::*;
+    use crate::mm::address::PhysAddr as KernelPhys;
+    use alloc::vec;
+    use spin::Once;
+
+    pub struct TestPool;
+
+    static POOL: Once<SharedPool> = Once::new();
+    static TABLE: Mutex<BounceTable> = Mutex::new(BounceTable::new());
+
+    /// Pages in the test pool.
+    pub const PAGES: usize = 512;
+
+    impl PoolSource for TestPool {
+        fn pool() -> Option<&'static SharedPool> {
+            Some(POOL.call_once(|| {
+                let backing = vec![0u8; (PAGES + 1) * PAGE_SIZE as usize].leak();
+                let offset = backing.as_ptr().align_offset(PAGE_SIZE as usize);
+                let base = NonNull::new(backing[offset..].as_mut_ptr()).unwrap();
+                // SAFETY: the leaked allocation lives forever, is used by nothing else, and is
+                // at least PAGES pages long from `base`.
+                unsafe { SharedPool::new(base, KernelPhys::new(base.as_ptr() as u64), PAGES) }
+            }))
+        }
+
+        fn table() -> &'static Mutex<BounceTable> {
+            &TABLE
+        }
+    }
+
+    /// Serializes tests that use the one test pool (they check its free-page count).
+    pub static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_pool::{LOCK, TestPool};
+    use super::*;
+
+    type TestHal = PoolHal<TestPool>;
+
+    #[test]
+    fn share_bounces_and_unshare_copies_back() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = TestPool::pool().unwrap();
+        let free = pool.free_pages();
+        let mut private = [7u8; 5000];
+        let original = NonNull::from(&mut private[..]);
+        // SAFETY: `private` outlives the share/unshare pair and is not touched in between.
+        let phys = unsafe { TestHal::share(original, BufferDirection::DriverToDevice) };
+        assert_ne!(
+            phys,
+            private.as_ptr() as u64,
+            "the device gets a bounce copy"
+        );
+        assert_eq!(pool.free_pages(), free - 2);
+        // The device sees the bytes at the bounce address (identity in the test pool).
+        // SAFETY: the test pool's device addresses are its virtual addresses.
+        let seen = unsafe { core::slice::from_raw_parts(phys as *const u8, 5000) };
+        assert!(seen.iter().all(|&b| b == 7));
+        // SAFETY: as above; pretend the device wrote a reply.
+        unsafe { (phys as *mut u8).write_bytes(9, 10) };
+        // SAFETY: the same buffer as shared.
+        unsafe { TestHal::unshare(phys, original, BufferDirection::DeviceToDriver) };
+        assert_eq!(&private[..10], &[9; 10]);
+        assert_eq!(private[10], 7);
+        assert_eq!(pool.free_pages(), free);
+        assert!(TestPool::table().lock().is_empty());
+        // Unknown addresses are ignored rather than trusted.
+        // SAFETY: nothing is shared at 0x1000; `unshare` must do nothing.
+        unsafe { TestHal::unshare(0x1000, original, BufferDirection::DeviceToDriver) };
+        assert_eq!(private[0], 9);
+    }
+
+    #[test]
+    fn dma_regions_come_from_the_pool() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let pool = TestPool::pool().unwrap();
+        let free = pool.free_pages();
+        let (phys, ptr) = TestHal::dma_alloc(3, BufferDirection::Both);
+        assert_eq!(phys, ptr.as_ptr() as u64);
+        assert_eq!(pool.free_pages(), free - 3);
+        assert!(has_room::<TestPool>(free - 3) && !has_room::<TestPool>(free - 2));
+        // SAFETY: the region was just allocated and is not in use.
+        assert_eq!(unsafe { TestHal::dma_dealloc(phys, ptr, 3) }, 0);
+        // SAFETY: already freed: must be refused, not double-freed.
+        assert_eq!(unsafe { TestHal::dma_dealloc(phys, ptr, 3) }, -1);
+        assert_eq!(pool.free_pages(), free);
+        assert_eq!(pages_for(0), 1);
+        assert_eq!(pages_for(4097), 2);
+    }
+}
