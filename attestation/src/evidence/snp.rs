@@ -296,7 +296,14 @@ impl SnpReport {
             r: r.array()?,
             s: r.array()?,
         };
-        r.skip(REPORT_SIZE - r.offset())?;
+        // The rest of the signature field is reserved and, unlike everything before it, not
+        // covered by the signature: it must be zero so a report carries no unsigned content.
+        if r.take(REPORT_SIZE - r.offset())?.iter().any(|b| *b != 0) {
+            return Err(EvidenceError::Invalid {
+                what: "SNP report signature field",
+                reason: "reserved bytes are not zero",
+            });
+        }
         r.finish()?;
         Ok(Self {
             version,
@@ -408,6 +415,12 @@ mod tests {
         assert!(matches!(
             SnpReport::parse(&bad),
             Err(EvidenceError::Unsupported { .. })
+        ));
+        let mut bad = report;
+        bad[REPORT_SIZE - 1] = 1;
+        assert!(matches!(
+            SnpReport::parse(&bad),
+            Err(EvidenceError::Invalid { .. })
         ));
     }
 
