@@ -12,6 +12,7 @@ mod fault_test;
 use crate::arch::cpu_features::CpuFeatures;
 use crate::arch::paging::kernel_space;
 use crate::arch::paging::layout::{SHARED_WINDOW, Stack};
+use crate::arch::paging::mapper::Audit;
 use crate::arch::simd::SimdLevel;
 use crate::arch::{gdt, idt, tsc};
 use crate::drivers::pci::{self, ecam, names};
@@ -45,6 +46,7 @@ struct Handover {
     calibration: tsc::Calibration,
     heap: PhysRange,
     pool: PhysRange,
+    audit: Audit,
 }
 
 static HANDOVER: Once<Handover> = Once::new();
@@ -112,6 +114,13 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
     // SAFETY: `space` maps this code, the identity map (current stack, heap, BootInfo copy),
     // and the kernel stack switched to next.
     unsafe { kernel_space::activate(&space) };
+    let audit = kernel_space::audit(&space, platform.private_pte_mask());
+    if let Some(page) = audit.writable_executable {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("W^X violated: {page} is writable and executable"),
+        );
+    }
     *FRAMES.lock() = Some(frames);
     HANDOVER.call_once(|| Handover {
         info,
@@ -120,6 +129,7 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
         calibration,
         heap: heap_range,
         pool,
+        audit,
     });
 
     unsafe extern "sysv64" {
@@ -222,20 +232,10 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     );
     report_memory(handover, pool);
     report_simd(&handover.features);
-    let functions = report_pci();
+    report_pci();
     let config = check_config(handover.config, info);
     if let Some(fault) = config.and_then(|c| c.test_fault) {
         fault_test::trigger(fault);
-    }
-    let mut devices = crate::drivers::virtio::probe(&functions);
-    if config.is_some_and(|c| c.test_devices) {
-        match crate::drivers::virtio::selfcheck::run(&mut devices) {
-            Ok(()) => info!("device self-check passed"),
-            Err(why) => fail(
-                ExitCode::SetupFailed,
-                format_args!("device self-check failed: {why}"),
-            ),
-        }
     }
     info!("boot complete: nothing to serve yet, exiting");
     exit(ExitCode::Success)
@@ -267,8 +267,12 @@ fn report_memory(handover: &Handover, pool: &SharedPool) {
         handover.pool,
         SHARED_WINDOW
     );
+    let audit = &handover.audit;
     info!(
-        "paging: W^X (text RX, rodata R, data/bss/heap/stacks RW+NX), page 0 unmapped, guard pages under {} stacks",
+        "paging: W^X checked over all mappings: RX {}, R {}, RW+NX {}, none writable and executable; page 0 unmapped; guard pages under {} stacks",
+        Size(audit.read_execute),
+        Size(audit.read_only),
+        Size(audit.read_write),
         Stack::ALL.len()
     );
 }
@@ -286,12 +290,12 @@ fn report_simd(features: &CpuFeatures) {
     );
 }
 
-fn report_pci() -> Vec<pci::PciFunction> {
+fn report_pci() {
     let state = match ecam::enable_q35() {
         Ok(state) => state,
         Err(e) => {
             warn!("PCI: no ECAM ({e}); no devices enumerated");
-            return Vec::new();
+            return;
         }
     };
     let functions = pci::enumerate::enumerate(&ecam::Ecam::q35());
@@ -320,7 +324,6 @@ fn report_pci() -> Vec<pci::PciFunction> {
             names::describe(function)
         );
     }
-    functions
 }
 
 fn check_config(bytes: Option<&[u8]>, info: &BootInfo) -> Option<Config> {

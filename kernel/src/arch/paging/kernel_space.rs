@@ -222,3 +222,8 @@ pub unsafe fn activate(space: &KernelSpace) {
     // SAFETY: the caller guarantees the tables map everything in use.
     unsafe { registers::set_cr3(space.root.as_u64()) };
 }
+
+/// Classifies every mapping of `space` (see [`mapper::audit`]).
+pub fn audit(space: &KernelSpace, private_mask: u64) -> mapper::Audit {
+    mapper::audit(&mut IdentityTables, space.root, private_mask)
+}

@@ -185,6 +185,67 @@ pub fn translate(
     None
 }
 
+/// What a set of page tables maps, by effective permission (the AND of writable bits and the OR
+/// of NX bits along each walk), and the first writable-and-executable page if there is one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Audit {
+    /// Bytes mapped read + execute.
+    pub read_execute: u64,
+    /// Bytes mapped read-only, not executable.
+    pub read_only: u64,
+    /// Bytes mapped read-write, not executable.
+    pub read_write: u64,
+    /// The first virtual address that is both writable and executable.
+    pub writable_executable: Option<VirtAddr>,
+}
+
+/// Walks every present mapping under `root` and classifies it.
+pub fn audit(access: &mut impl TableAccess, root: PhysAddr, table_mask: u64) -> Audit {
+    let mut result = Audit::default();
+    audit_table(access, root, 4, 0, true, false, table_mask, &mut result);
+    result
+}
+
+#[allow(clippy::too_many_arguments)]
+fn audit_table(
+    access: &mut impl TableAccess,
+    table: PhysAddr,
+    level: u8,
+    base: u64,
+    writable: bool,
+    no_execute: bool,
+    table_mask: u64,
+    result: &mut Audit,
+) {
+    let entries = *access.table(table);
+    let span = 1u64 << (12 + 9 * (u64::from(level) - 1));
+    for (index, entry) in entries.into_iter().enumerate() {
+        if entry & flags::PRESENT == 0 {
+            continue;
+        }
+        let mut virt = base + index as u64 * span;
+        if level == 4 && index >= 256 {
+            virt |= 0xffff_0000_0000_0000; // sign extension of bit 47
+        }
+        let writable = writable && entry & flags::WRITABLE != 0;
+        let no_execute = no_execute || entry & flags::NO_EXECUTE != 0;
+        let is_leaf = level == 1 || (level <= 3 && entry & flags::HUGE_PAGE != 0);
+        if !is_leaf {
+            let next = PhysAddr::new(entry & flags::ADDRESS_MASK & !table_mask);
+            audit_table(access, next, level - 1, virt, writable, no_execute, table_mask, result);
+            continue;
+        }
+        match (writable, no_execute) {
+            (true, false) => {
+                result.writable_executable.get_or_insert(VirtAddr::new(virt));
+            }
+            (false, false) => result.read_execute += span,
+            (false, true) => result.read_only += span,
+            (true, true) => result.read_write += span,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,6 +396,31 @@ mod tests {
             ),
             Err(MapError::NonCanonical(hole))
         );
+    }
+
+    #[test]
+    fn audit_classifies_and_finds_write_execute() {
+        let mut pt = tables(16);
+        let kernel = VirtAddr::new(0xFFFF_FFFF_8000_0000);
+        pt.map(kernel, PhysAddr::new(0x20_0000), PageSize::Size4K, Access::ReadExecute, Caching::WriteBack, 0).unwrap();
+        pt.map(VirtAddr::new(0xFFFF_FFFF_8000_1000), PhysAddr::new(0x20_1000), PageSize::Size4K, Access::ReadOnly, Caching::WriteBack, 0).unwrap();
+        pt.map_range(VirtAddr::new(0x20_0000), PhysAddr::new(0x20_0000), 0x20_1000, Access::ReadWrite, Caching::WriteBack, 0).unwrap();
+        let root = pt.root();
+        let mut frames = pt.into_frames();
+        let clean = audit(&mut frames, root, 0);
+        assert_eq!(
+            clean,
+            Audit { read_execute: 0x1000, read_only: 0x1000, read_write: 0x20_1000, writable_executable: None }
+        );
+        // Forge a W+X leaf: the RX text page made writable.
+        let mut pt_frame = root;
+        for level in [4u8, 3, 2] {
+            let entry = frames.table(pt_frame)[kernel.table_index(level)];
+            pt_frame = PhysAddr::new(entry & flags::ADDRESS_MASK);
+        }
+        let slot = kernel.table_index(1);
+        frames.table(pt_frame)[slot] |= flags::WRITABLE;
+        assert_eq!(audit(&mut frames, root, 0).writable_executable, Some(kernel));
     }
 
     #[test]
