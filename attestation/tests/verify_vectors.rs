@@ -109,6 +109,8 @@ fn snp_reports_are_classified_as_expected() {
                 Some(case["vmpl"].as_u64().unwrap() as u32),
                 "{context}"
             );
+            let cpuid = v.cpuid.map(|c| serde_json::json!(c)).unwrap_or(Value::Null);
+            assert_eq!(cpuid, case["cpuid_fms"], "{context}");
             let product = case["product"].as_str().unwrap();
             assert!(product.starts_with(v.product.unwrap()), "{context}");
             let fw = &case["fw_current"];

@@ -57,6 +57,8 @@ pub struct SnpVerdict {
     pub platform: &'static str,
     pub version: Option<u32>,
     pub product: Option<&'static str>,
+    /// CPUID family, model and stepping (report version 3 and later).
+    pub cpuid: Option<[u8; 3]>,
     pub signing_key: Option<&'static str>,
     /// The report is signed by the given VCEK/VLEK.
     pub signature_valid: bool,
@@ -95,6 +97,7 @@ impl SnpVerdict {
             platform: "sev-snp",
             version: None,
             product: None,
+            cpuid: None,
             signing_key: None,
             signature_valid: false,
             chain_valid: false,
@@ -223,6 +226,7 @@ pub fn verify(evidence: &SnpEvidence<'_>, policy: &Policy) -> SnpVerdict {
 
     verdict.version = Some(report.version);
     verdict.product = product.map(Product::name);
+    verdict.cpuid = report.cpuid.map(|c| [c.family, c.model, c.stepping]);
     verdict.signing_key = Some(report.signing_key.name());
     verdict.measurement = Some(hex(report.measurement));
     verdict.report_data = Some(hex(report.report_data));

@@ -63,6 +63,9 @@ pub struct TdxVerdict {
     pub td_attributes: Option<String>,
     pub xfam: Option<String>,
     pub tee_tcb_svn: Option<String>,
+    /// TD 1.5 reports only (quote v5 body type 3).
+    pub tee_tcb_svn2: Option<String>,
+    pub mr_service_td: Option<String>,
     pub report_data: Option<String>,
     pub debug: Option<bool>,
     pub accepted: bool,
@@ -99,6 +102,8 @@ impl TdxVerdict {
             td_attributes: None,
             xfam: None,
             tee_tcb_svn: None,
+            tee_tcb_svn2: None,
+            mr_service_td: None,
             report_data: None,
             debug: None,
             accepted: false,
@@ -217,6 +222,8 @@ pub fn verify(evidence: &TdxEvidence<'_>, policy: &Policy) -> TdxVerdict {
     verdict.td_attributes = Some(hex(body.td_attributes.0));
     verdict.xfam = Some(hex(body.xfam));
     verdict.tee_tcb_svn = Some(hex(body.tee_tcb_svn));
+    verdict.tee_tcb_svn2 = body.tee_tcb_svn2.map(hex);
+    verdict.mr_service_td = body.mr_service_td.map(hex);
     verdict.report_data = Some(hex(body.report_data));
     verdict.debug = Some(body.td_attributes.debug());
     verdict.accepted = reasons.is_empty();
