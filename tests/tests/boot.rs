@@ -76,8 +76,14 @@ fn boots_reports_memory_simd_and_virtio_devices() {
         // QEMU 7.2's TCG `-cpu max` has AVX2 and FMA but no AVX-512.
         assert_eq!(level, "avx2-fma");
     }
-    let paging = report.line_containing("paging: W^X checked").expect("page-table audit line");
-    assert!(paging.text.contains("none writable and executable"), "{}", paging.text);
+    let paging = report
+        .line_containing("paging: W^X checked")
+        .expect("page-table audit line");
+    assert!(
+        paging.text.contains("none writable and executable"),
+        "{}",
+        paging.text
+    );
     let blk = report
         .line_containing("1af4:1042")
         .expect("virtio-blk listed");

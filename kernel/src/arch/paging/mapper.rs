@@ -232,12 +232,23 @@ fn audit_table(
         let is_leaf = level == 1 || (level <= 3 && entry & flags::HUGE_PAGE != 0);
         if !is_leaf {
             let next = PhysAddr::new(entry & flags::ADDRESS_MASK & !table_mask);
-            audit_table(access, next, level - 1, virt, writable, no_execute, table_mask, result);
+            audit_table(
+                access,
+                next,
+                level - 1,
+                virt,
+                writable,
+                no_execute,
+                table_mask,
+                result,
+            );
             continue;
         }
         match (writable, no_execute) {
             (true, false) => {
-                result.writable_executable.get_or_insert(VirtAddr::new(virt));
+                result
+                    .writable_executable
+                    .get_or_insert(VirtAddr::new(virt));
             }
             (false, false) => result.read_execute += span,
             (false, true) => result.read_only += span,
@@ -402,15 +413,44 @@ mod tests {
     fn audit_classifies_and_finds_write_execute() {
         let mut pt = tables(16);
         let kernel = VirtAddr::new(0xFFFF_FFFF_8000_0000);
-        pt.map(kernel, PhysAddr::new(0x20_0000), PageSize::Size4K, Access::ReadExecute, Caching::WriteBack, 0).unwrap();
-        pt.map(VirtAddr::new(0xFFFF_FFFF_8000_1000), PhysAddr::new(0x20_1000), PageSize::Size4K, Access::ReadOnly, Caching::WriteBack, 0).unwrap();
-        pt.map_range(VirtAddr::new(0x20_0000), PhysAddr::new(0x20_0000), 0x20_1000, Access::ReadWrite, Caching::WriteBack, 0).unwrap();
+        pt.map(
+            kernel,
+            PhysAddr::new(0x20_0000),
+            PageSize::Size4K,
+            Access::ReadExecute,
+            Caching::WriteBack,
+            0,
+        )
+        .unwrap();
+        pt.map(
+            VirtAddr::new(0xFFFF_FFFF_8000_1000),
+            PhysAddr::new(0x20_1000),
+            PageSize::Size4K,
+            Access::ReadOnly,
+            Caching::WriteBack,
+            0,
+        )
+        .unwrap();
+        pt.map_range(
+            VirtAddr::new(0x20_0000),
+            PhysAddr::new(0x20_0000),
+            0x20_1000,
+            Access::ReadWrite,
+            Caching::WriteBack,
+            0,
+        )
+        .unwrap();
         let root = pt.root();
         let mut frames = pt.into_frames();
         let clean = audit(&mut frames, root, 0);
         assert_eq!(
             clean,
-            Audit { read_execute: 0x1000, read_only: 0x1000, read_write: 0x20_1000, writable_executable: None }
+            Audit {
+                read_execute: 0x1000,
+                read_only: 0x1000,
+                read_write: 0x20_1000,
+                writable_executable: None
+            }
         );
         // Forge a W+X leaf: the RX text page made writable.
         let mut pt_frame = root;
@@ -420,7 +460,10 @@ mod tests {
         }
         let slot = kernel.table_index(1);
         frames.table(pt_frame)[slot] |= flags::WRITABLE;
-        assert_eq!(audit(&mut frames, root, 0).writable_executable, Some(kernel));
+        assert_eq!(
+            audit(&mut frames, root, 0).writable_executable,
+            Some(kernel)
+        );
     }
 
     #[test]
