@@ -133,12 +133,12 @@ struct Boot {
     elapsed: Duration,
 }
 
-fn boot(extra_args: &[&str]) -> Boot {
+fn boot(cpu: &str, extra_args: &[&str]) -> Boot {
     let image = image();
     let started = Instant::now();
     let mut child = Command::new("qemu-system-x86_64")
         .args([
-            "-machine", "q35", "-accel", "tcg", "-cpu", "max", "-m", "512M",
+            "-machine", "q35", "-accel", "tcg", "-cpu", cpu, "-m", "512M",
         ])
         .args([
             "-display",
@@ -186,7 +186,7 @@ fn boot(extra_args: &[&str]) -> Boot {
 
 #[test]
 fn loader_hands_over_to_the_kernel_with_the_agreed_contract() {
-    let boot = boot(&["-fw_cfg", "name=opt/ward/config,string=x"]);
+    let boot = boot("max", &["-fw_cfg", "name=opt/ward/config,string=x"]);
     println!("{}\n(booted in {:?})", boot.serial, boot.elapsed);
     assert!(
         boot.serial.contains("test kernel: hand-over ok"),
@@ -225,10 +225,13 @@ fn loader_refuses_an_oversized_configuration() {
         .join("big-config");
     std::fs::create_dir_all(big.parent().unwrap()).unwrap();
     std::fs::write(&big, vec![b'a'; 70_000]).unwrap();
-    let boot = boot(&[
-        "-fw_cfg",
-        &format!("name=opt/ward/config,file={}", big.display()),
-    ]);
+    let boot = boot(
+        "max",
+        &[
+            "-fw_cfg",
+            &format!("name=opt/ward/config,file={}", big.display()),
+        ],
+    );
     assert!(
         boot.serial
             .contains("opt/ward/config is 70000 bytes; the limit is 65536 bytes"),
@@ -238,6 +241,23 @@ fn loader_refuses_an_oversized_configuration() {
     assert!(
         !boot.serial.contains("test kernel"),
         "the kernel must not run"
+    );
+    assert_eq!(boot.status, Some(LOADER_FAILURE_STATUS));
+}
+
+#[test]
+fn loader_refuses_a_cpu_below_the_baseline() {
+    // qemu64 has no AVX: the loader must stop before the first Rust (AVX2-compiled) instruction.
+    let boot = boot("qemu64", &[]);
+    assert!(
+        boot.serial
+            .contains("ward loader: unsupported CPU, cannot boot: CPUID.1:ECX lacks"),
+        "{}",
+        boot.serial
+    );
+    assert!(
+        !boot.serial.contains("[loader]"),
+        "Rust code must not have run"
     );
     assert_eq!(boot.status, Some(LOADER_FAILURE_STATUS));
 }

@@ -40,30 +40,36 @@ boot32:
     mov %eax, %ss
     mov %eax, %fs
     mov %eax, %gs
+    mov ${STACK_TOP}, %esp
 
     # The loader and kernel are compiled for x86-64-v3 + AES + PCLMULQDQ: refuse to run on a CPU
     # without them rather than die on the first vector instruction.
     xor %eax, %eax
     cpuid
+    mov $missing_leaf_0xd, %esi
     cmp $0xD, %eax                  # leaf 0xD (XSAVE state) must exist
     jb unsupported_cpu
     mov $1, %eax
     cpuid
+    mov $missing_leaf_1, %esi
     and ${LEAF1_ECX}, %ecx
     cmp ${LEAF1_ECX}, %ecx
     jne unsupported_cpu
     mov $7, %eax
     xor %ecx, %ecx
     cpuid
+    mov $missing_leaf_7, %esi
     and ${LEAF7_EBX}, %ebx
     cmp ${LEAF7_EBX}, %ebx
     jne unsupported_cpu
     mov $0x80000000, %eax
     cpuid
+    mov $missing_extended, %esi
     cmp $0x80000001, %eax
     jb unsupported_cpu
     mov $0x80000001, %eax
     cpuid
+    mov $missing_extended, %esi
     and ${EXT1_ECX}, %ecx
     cmp ${EXT1_ECX}, %ecx
     jne unsupported_cpu
@@ -105,19 +111,27 @@ boot32:
     mov %eax, %cr0
     ljmpl ${CODE64}, $boot64
 
+# Prints "ward loader: unsupported CPU: " and the message at %esi, then stops.
 unsupported_cpu:
-    mov $unsupported_cpu_message, %esi
+    mov %esi, %ebx
+    mov $unsupported_cpu_prefix, %esi
+    call print32
+    mov %ebx, %esi
+    call print32
+    mov ${EXIT_PORT}, %dx
+    mov ${EXIT_FAILURE}, %eax
+    outl %eax, %dx
+1:  hlt
+    jmp 1b
+
+print32:
     mov $0x3F8, %dx
 1:  lodsb
     test %al, %al
     jz 2f
     outb %al, %dx
     jmp 1b
-2:  mov ${EXIT_PORT}, %dx
-    mov ${EXIT_FAILURE}, %eax
-    outl %eax, %dx
-3:  hlt
-    jmp 3b
+2:  ret
 
 .code64
 boot64:
@@ -183,22 +197,38 @@ boot64:
     jmp 2b
 
 unsupported_cpu_64:
-    lea unsupported_cpu_message(%rip), %rsi
+    lea unsupported_cpu_prefix(%rip), %rsi
+    call print64
+    lea missing_xcr0(%rip), %rsi
+    call print64
+    mov ${EXIT_PORT}, %dx
+    mov ${EXIT_FAILURE}, %eax
+    outl %eax, %dx
+1:  hlt
+    jmp 1b
+
+print64:
     mov $0x3F8, %dx
 1:  lodsb
     test %al, %al
     jz 2f
     outb %al, %dx
     jmp 1b
-2:  mov ${EXIT_PORT}, %dx
-    mov ${EXIT_FAILURE}, %eax
-    outl %eax, %dx
-3:  hlt
-    jmp 3b
+2:  ret
 
-unsupported_cpu_message:
-    .ascii "ward loader: this CPU lacks a feature of the x86-64-v3 + AES + PCLMULQDQ + NX "
-    .asciz "baseline (or XSAVE/AVX state); cannot boot\r\n"
+# The loader and kernel need x86-64-v3 + AES + PCLMULQDQ + NX and the AVX state enabled.
+unsupported_cpu_prefix:
+    .asciz "ward loader: unsupported CPU, cannot boot: "
+missing_leaf_0xd:
+    .asciz "no CPUID leaf 0xD (XSAVE state)\r\n"
+missing_leaf_1:
+    .asciz "CPUID.1:ECX lacks one of SSE3 PCLMULQDQ SSSE3 FMA SSE4.1 SSE4.2 MOVBE POPCNT AES XSAVE AVX F16C\r\n"
+missing_leaf_7:
+    .asciz "CPUID.7:EBX lacks one of BMI1 AVX2 BMI2\r\n"
+missing_extended:
+    .asciz "CPUID.80000001 lacks one of LZCNT NX LM\r\n"
+missing_xcr0:
+    .asciz "XCR0 cannot hold x87|SSE|AVX state\r\n"
 
 # Flat descriptors; the kernel installs its own GDT.
 .balign 8
