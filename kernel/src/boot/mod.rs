@@ -52,8 +52,8 @@ struct Handover {
 static HANDOVER: Once<Handover> = Once::new();
 /// Frames left after boot, for later owners (more CPUs' stacks, more pool pages).
 pub static FRAMES: Mutex<Option<FrameAllocator>> = Mutex::new(None);
-/// The platform the kernel runs on.
-pub static PLATFORM: Once<Native> = Once::new();
+/// The platform the kernel runs on (chosen from `BootInfo::platform`).
+pub static PLATFORM: Once<&'static dyn Platform> = Once::new();
 /// The shared-memory pool.
 pub static SHARED_POOL: Once<SharedPool> = Once::new();
 
@@ -91,7 +91,8 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
         )
     };
     let features = CpuFeatures::detect();
-    let platform = PLATFORM.call_once(|| Native::new(features));
+    let platform: &'static dyn Platform =
+        *PLATFORM.call_once(|| Box::leak(Box::new(Native::new(features))));
     if let Err(e) = platform.share(pool) {
         fail(
             ExitCode::SetupFailed,
