@@ -112,6 +112,7 @@ pub struct BlockDevice<S: PoolSource, T: VirtioTransport> {
     capacity_sectors: u64,
     read_only: bool,
     failed: bool,
+    timeout_ms: u64,
 }
 
 impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
@@ -126,6 +127,7 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
                 capacity_sectors,
                 read_only: features & F_RO != 0,
                 failed: false,
+                timeout_ms: REQUEST_TIMEOUT_MS,
             }),
             Err(error) => {
                 negotiate::fail(&mut transport);
@@ -177,6 +179,16 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
         self.capacity_sectors
     }
 
+    /// Changes how long one request may take (default [`REQUEST_TIMEOUT_MS`]).
+    pub fn set_timeout_ms(&mut self, millis: u64) {
+        self.timeout_ms = millis;
+    }
+
+    /// Whether the device has been given up on (a timeout or a used entry for no request).
+    pub fn has_failed(&self) -> bool {
+        self.failed || self.transport.fault().is_some()
+    }
+
     /// Whether the device said it is read-only (Ward never writes either way).
     pub fn is_read_only(&self) -> bool {
         self.read_only
@@ -195,7 +207,7 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
     }
 
     fn read_chunk(&mut self, sector: u64, data: &mut [u8]) -> Result<(), BlockError> {
-        if self.failed || self.transport.fault().is_some() {
+        if self.has_failed() {
             return Err(VirtioError::DeviceFailed.into());
         }
         let pages = 2 + pages_for(data.len());
@@ -216,7 +228,7 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
         if self.queue.should_notify() {
             self.transport.notify(QUEUE);
         }
-        let deadline = Deadline::after_millis(REQUEST_TIMEOUT_MS);
+        let deadline = Deadline::after_millis(self.timeout_ms);
         while !self.queue.can_pop() {
             if deadline.expired() {
                 self.failed = true;
@@ -283,5 +295,202 @@ mod tests {
         let header = request_header(REQUEST_IN, 0x0102_0304_0506_0708);
         assert_eq!(&header[..8], &[0; 8]);
         assert_eq!(&header[8..], &[8, 7, 6, 5, 4, 3, 2, 1]);
+    }
+}
+
+#[cfg(test)]
+mod device_tests {
+    //! The driver against a fake device: honest, lying and dead.
+    use super::*;
+    use crate::drivers::virtio::fake::{Completion, FakeState, FakeTransport};
+    use crate::drivers::virtio::hal::test_pool::{LOCK, TestPool};
+    use crate::drivers::virtio::negotiate::{F_ACCESS_PLATFORM, F_VERSION_1};
+    use alloc::rc::Rc;
+    use alloc::vec::Vec;
+    use core::cell::RefCell;
+    use virtio_drivers::transport::DeviceType;
+
+    const CAPACITY: u64 = 64;
+
+    /// The byte the fake disk holds at `offset`.
+    fn disk_byte(offset: u64) -> u8 {
+        (offset.wrapping_mul(31) >> 3) as u8
+    }
+
+    fn honest(_queue: u16, request: &[u8], room: usize) -> Completion {
+        let sector = u64::from_le_bytes(request[8..16].try_into().unwrap());
+        let mut data: Vec<u8> = (0..room as u64 - 1)
+            .map(|i| disk_byte(sector * 512 + i))
+            .collect();
+        data.push(0);
+        Completion::write(data)
+    }
+
+    type Fake = (
+        Rc<RefCell<FakeState>>,
+        Result<BlockDevice<TestPool, FakeTransport>, VirtioError>,
+    );
+
+    fn device(offered: u64, capacity: u64) -> Fake {
+        let state = FakeState::new(offered, capacity.to_le_bytes().to_vec(), 1, 16);
+        state.borrow_mut().responder = Some(alloc::boxed::Box::new(honest));
+        let transport = FakeTransport {
+            state: state.clone(),
+            device_type: DeviceType::Block,
+        };
+        (state, BlockDevice::new(transport))
+    }
+
+    fn modern() -> u64 {
+        F_VERSION_1 | F_ACCESS_PLATFORM | F_RO
+    }
+
+    #[test]
+    fn reads_through_bounce_buffers_and_negotiates_access_platform() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let free = TestPool::pool().unwrap().free_pages();
+        let (state, disk) = device(modern() | (1 << 9), CAPACITY);
+        let mut disk = disk.unwrap();
+        assert_eq!(
+            state.borrow().accepted,
+            modern(),
+            "FLUSH not taken, ACCESS_PLATFORM taken"
+        );
+        assert_eq!(disk.capacity_bytes(), CAPACITY * 512);
+        assert!(disk.is_read_only());
+        let mut buffer = vec![0u8; 3 * 512];
+        disk.read(5, &mut buffer).unwrap();
+        assert!(
+            buffer
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == disk_byte(5 * 512 + i as u64))
+        );
+        assert!(disk.read(62, &mut buffer).is_err(), "past the end");
+        // Only the rings stay allocated: every bounce page came back.
+        drop(disk);
+        assert_eq!(TestPool::pool().unwrap().free_pages(), free);
+    }
+
+    #[test]
+    fn lying_lengths_and_statuses_are_errors_for_that_request() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, disk) = device(modern(), CAPACITY);
+        let mut disk = disk.unwrap();
+        let mut buffer = vec![0u8; 1024];
+        for (used_len, expected) in [(Some(4096), 4096), (Some(1), 1), (Some(u32::MAX), u32::MAX)] {
+            state.borrow_mut().responder = Some(alloc::boxed::Box::new(
+                move |_q: u16, request: &[u8], room: usize| match honest(0, request, room) {
+                    Completion::Done { data, .. } => Completion::Done {
+                        data,
+                        used_len,
+                        used_id: None,
+                    },
+                    pending => pending,
+                },
+            ));
+            assert_eq!(
+                disk.read(0, &mut buffer),
+                Err(BlockError::Device(VirtioError::BadUsedLength {
+                    len: expected,
+                    expected: 1025
+                }))
+            );
+        }
+        state.borrow_mut().responder = Some(alloc::boxed::Box::new(
+            |_q: u16, _request: &[u8], room: usize| {
+                let mut data = vec![0u8; room];
+                data[room - 1] = 1;
+                Completion::write(data)
+            },
+        ));
+        assert_eq!(disk.read(0, &mut buffer), Err(BlockError::Status(1)));
+        // None of that disabled the device.
+        state.borrow_mut().responder = Some(alloc::boxed::Box::new(honest));
+        assert_eq!(disk.read(1, &mut buffer), Ok(()));
+        assert!(!disk.has_failed());
+    }
+
+    #[test]
+    fn dead_and_confused_devices_fail_instead_of_hanging() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (state, disk) = device(modern(), CAPACITY);
+        let mut disk = disk.unwrap();
+        disk.set_timeout_ms(20);
+        state.borrow_mut().responder = Some(alloc::boxed::Box::new(
+            |_q: u16, _r: &[u8], _room: usize| Completion::Pending,
+        ));
+        let mut buffer = vec![0u8; 512];
+        assert!(matches!(
+            disk.read(0, &mut buffer),
+            Err(BlockError::Device(VirtioError::Timeout { .. }))
+        ));
+        assert!(disk.has_failed());
+        assert_eq!(
+            disk.read(0, &mut buffer),
+            Err(BlockError::Device(VirtioError::DeviceFailed))
+        );
+
+        let (state, disk) = device(modern(), CAPACITY);
+        let mut disk = disk.unwrap();
+        state.borrow_mut().responder = Some(alloc::boxed::Box::new(
+            |_q: u16, request: &[u8], room: usize| match honest(0, request, room) {
+                Completion::Done { data, .. } => Completion::Done {
+                    data,
+                    used_len: None,
+                    used_id: Some(3),
+                },
+                pending => pending,
+            },
+        ));
+        assert_eq!(
+            disk.read(0, &mut buffer),
+            Err(BlockError::Device(VirtioError::UnexpectedUsedId { id: 3 }))
+        );
+        assert!(disk.has_failed());
+    }
+
+    #[test]
+    fn set_up_refuses_bad_devices() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (_, disk) = device(F_RO, CAPACITY);
+        assert_eq!(disk.err(), Some(VirtioError::LegacyOnly { offered: F_RO }));
+        let (_, disk) = device(modern(), MAX_CAPACITY_SECTORS + 1);
+        assert!(matches!(
+            disk.err(),
+            Some(VirtioError::BadConfig {
+                field: "capacity",
+                ..
+            })
+        ));
+        let state = FakeState::new(modern(), CAPACITY.to_le_bytes().to_vec(), 1, 16);
+        state.borrow_mut().refuse_features = true;
+        let transport = FakeTransport {
+            state: state.clone(),
+            device_type: DeviceType::Block,
+        };
+        assert!(matches!(
+            BlockDevice::<TestPool, _>::new(transport).err(),
+            Some(VirtioError::FeaturesRefused { .. })
+        ));
+        let state = FakeState::new(modern(), CAPACITY.to_le_bytes().to_vec(), 1, 16);
+        state.borrow_mut().unstable_generation = true;
+        let transport = FakeTransport {
+            state: state.clone(),
+            device_type: DeviceType::Block,
+        };
+        assert_eq!(
+            BlockDevice::<TestPool, _>::new(transport).err(),
+            Some(VirtioError::ConfigUnstable)
+        );
+        let state = FakeState::new(modern(), CAPACITY.to_le_bytes().to_vec(), 1, 2);
+        let transport = FakeTransport {
+            state,
+            device_type: DeviceType::Block,
+        };
+        assert_eq!(
+            BlockDevice::<TestPool, _>::new(transport).err(),
+            Some(VirtioError::QueueTooSmall { queue: 0, max: 2 })
+        );
     }
 }

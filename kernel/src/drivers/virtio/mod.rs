@@ -30,6 +30,8 @@
 pub mod blk;
 pub mod deadline;
 pub mod error;
+#[cfg(test)]
+mod fake;
 pub mod hal;
 pub mod negotiate;
 pub mod pci;

@@ -73,6 +73,7 @@ pub struct VsockDevice<S: PoolSource, T: VirtioTransport> {
     event_buffers: Vec<Option<Vec<u8>>>,
     guest_cid: u64,
     failed: bool,
+    send_timeout_ms: u64,
 }
 
 /// Checks the guest CID from the configuration space.
@@ -147,6 +148,7 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
             event_buffers: (0..EVENT_QUEUE_SIZE).map(|_| None).collect(),
             guest_cid,
             failed: false,
+            send_timeout_ms: SEND_TIMEOUT_MS,
         };
         // Buffers go in before DRIVER_OK; the device is told about them after it.
         for _ in 0..RX_QUEUE_SIZE {
@@ -174,6 +176,11 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
     /// This guest's context ID.
     pub fn guest_cid(&self) -> u64 {
         self.guest_cid
+    }
+
+    /// Changes how long one send may take (default [`SEND_TIMEOUT_MS`]).
+    pub fn set_send_timeout_ms(&mut self, millis: u64) {
+        self.send_timeout_ms = millis;
     }
 
     /// Whether the device has been given up on.
@@ -308,7 +315,7 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
         if self.tx.should_notify() {
             self.transport.notify(TX_QUEUE);
         }
-        let deadline = Deadline::after_millis(SEND_TIMEOUT_MS);
+        let deadline = Deadline::after_millis(self.send_timeout_ms);
         while !self.tx.can_pop() {
             if deadline.expired() {
                 self.failed = true;

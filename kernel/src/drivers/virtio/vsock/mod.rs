@@ -99,6 +99,11 @@ impl<S: PoolSource, T: VirtioTransport> Vsock<S, T> {
         self.device.guest_cid()
     }
 
+    /// Changes how long one send may take (default [`device::SEND_TIMEOUT_MS`]).
+    pub fn set_send_timeout_ms(&mut self, millis: u64) {
+        self.device.set_send_timeout_ms(millis);
+    }
+
     /// Packets dropped so far because they failed a check.
     pub fn dropped_packets(&self) -> usize {
         self.dropped
@@ -342,5 +347,287 @@ impl<S: PoolSource, T: VirtioTransport> Vsock<S, T> {
             deadline: Deadline::after_millis(CLOSE_TIMEOUT_MS),
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The socket layer against a fake device playing the host.
+    use super::device::RX_BUFFER_SIZE;
+    use super::header::{HEADER_LEN, Header, TYPE_STREAM};
+    use super::*;
+    use crate::drivers::virtio::fake::{Completion, FakeState, FakeTransport};
+    use crate::drivers::virtio::hal::test_pool::{LOCK, TestPool};
+    use crate::drivers::virtio::negotiate::F_VERSION_1;
+    use alloc::boxed::Box;
+    use alloc::rc::Rc;
+    use alloc::vec;
+    use core::cell::RefCell;
+    use virtio_drivers::transport::DeviceType;
+
+    const CID: u64 = 3;
+    const PORT: u32 = 5000;
+
+    type Sent = Rc<RefCell<Vec<(Header, Vec<u8>)>>>;
+
+    struct Host {
+        state: Rc<RefCell<FakeState>>,
+        sent: Sent,
+    }
+
+    impl Host {
+        fn packet(
+            &self,
+            op: Op,
+            src_port: u32,
+            payload: &[u8],
+            flags: u32,
+            buf_alloc: u32,
+            fwd_cnt: u32,
+        ) -> Vec<u8> {
+            let header = Header {
+                src_cid: 2,
+                dst_cid: CID,
+                src_port,
+                dst_port: PORT,
+                len: payload.len() as u32,
+                socket_type: TYPE_STREAM,
+                op: op as u16,
+                flags,
+                buf_alloc,
+                fwd_cnt,
+            };
+            let mut bytes = header.encode().to_vec();
+            bytes.extend_from_slice(payload);
+            bytes
+        }
+
+        fn inject(&self, bytes: &[u8]) {
+            assert!(
+                self.state.borrow_mut().complete(0, bytes, None, None),
+                "no RX buffer posted"
+            );
+        }
+
+        fn send(&self, op: Op, src_port: u32, payload: &[u8]) {
+            self.inject(&self.packet(op, src_port, payload, 0, 65536, 0));
+        }
+
+        fn last(&self) -> (Header, Vec<u8>) {
+            self.sent.borrow().last().cloned().expect("nothing sent")
+        }
+
+        fn ops(&self) -> Vec<u16> {
+            self.sent.borrow().iter().map(|(h, _)| h.op).collect()
+        }
+    }
+
+    fn set_up() -> (Host, Vsock<TestPool, FakeTransport>) {
+        let state = FakeState::new(F_VERSION_1, CID.to_le_bytes().to_vec(), 3, 16);
+        let sent: Sent = Rc::default();
+        let record = sent.clone();
+        state.borrow_mut().responder = Some(Box::new(
+            move |queue: u16, readable: &[u8], _room: usize| {
+                if queue != 1 {
+                    return Completion::Pending;
+                }
+                let (header, _, payload) = header::parse(readable, 2)
+                    .unwrap_or_else(|e| panic!("driver sent a bad packet: {e}"));
+                record.borrow_mut().push((header, payload.to_vec()));
+                Completion::write(Vec::new())
+            },
+        ));
+        let transport = FakeTransport {
+            state: state.clone(),
+            device_type: DeviceType::Socket,
+        };
+        let mut vsock = Vsock::new(transport).expect("device comes up");
+        vsock.listen(PORT).unwrap();
+        (Host { state, sent }, vsock)
+    }
+
+    #[test]
+    fn accepts_echoes_and_closes_in_order() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (host, mut vsock) = set_up();
+        assert_eq!(vsock.guest_cid(), CID);
+        host.send(Op::Request, 1000, b"");
+        vsock.poll().unwrap();
+        let (response, _) = host.last();
+        assert_eq!(
+            (response.op, response.dst_port, response.src_port),
+            (Op::Response as u16, 1000, PORT)
+        );
+        assert_eq!(response.buf_alloc, CONNECTION_BUFFER);
+        let id = vsock.accept().expect("accepted");
+        assert_eq!((id.peer_cid, id.peer_port, id.local_port), (2, 1000, PORT));
+        assert_eq!(vsock.accept(), None);
+
+        host.send(Op::ReadWrite, 1000, b"hello");
+        vsock.poll().unwrap();
+        let mut buffer = [0u8; 16];
+        assert_eq!(vsock.recv(id, &mut buffer), Ok(5));
+        assert_eq!(&buffer[..5], b"hello");
+        assert_eq!(vsock.recv(id, &mut buffer), Ok(0));
+        assert_eq!(vsock.send(id, b"world"), Ok(5));
+        let (data, payload) = host.last();
+        assert_eq!(
+            (data.op, data.len, data.fwd_cnt),
+            (Op::ReadWrite as u16, 5, 5)
+        );
+        assert_eq!(payload, b"world");
+
+        host.inject(&host.packet(
+            Op::Shutdown,
+            1000,
+            b"",
+            SHUTDOWN_RECEIVE | SHUTDOWN_SEND,
+            65536,
+            5,
+        ));
+        vsock.poll().unwrap();
+        assert_eq!(host.last().0.op, Op::Reset as u16);
+        assert_eq!(
+            vsock.recv(id, &mut buffer),
+            Err(VsockError::Closed(CloseReason::Shutdown))
+        );
+        assert_eq!(vsock.recv(id, &mut buffer), Err(VsockError::NotConnected));
+        assert_eq!(vsock.connection_count(), 0);
+    }
+
+    #[test]
+    fn refuses_unlistened_ports_strangers_and_too_many_connections() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (host, mut vsock) = set_up();
+        let mut other_port = host.packet(Op::Request, 1, b"", 0, 65536, 0);
+        other_port[20..24].copy_from_slice(&(PORT + 1).to_le_bytes());
+        host.inject(&other_port);
+        // Data for a connection that does not exist.
+        host.send(Op::ReadWrite, 2, b"who?");
+        vsock.poll().unwrap();
+        assert_eq!(host.ops(), [Op::Reset as u16, Op::Reset as u16]);
+        assert_eq!(vsock.accept(), None);
+
+        for port in 0..=MAX_CONNECTIONS as u32 {
+            host.send(Op::Request, 100 + port, b"");
+            vsock.poll().unwrap();
+        }
+        let ops = host.ops();
+        assert_eq!(
+            ops.iter().filter(|&&op| op == Op::Response as u16).count(),
+            MAX_CONNECTIONS
+        );
+        assert_eq!(
+            *ops.last().unwrap(),
+            Op::Reset as u16,
+            "one over the limit is reset"
+        );
+        assert_eq!(vsock.connection_count(), MAX_CONNECTIONS);
+    }
+
+    #[test]
+    fn hostile_packets_are_dropped_and_bad_ids_disable_the_device() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (host, mut vsock) = set_up();
+        let honest = host.packet(Op::Request, 7, b"", 0, 65536, 0);
+        // A used length past the buffer, then a header claiming more payload than arrived.
+        assert!(host.state.borrow_mut().complete(
+            0,
+            &honest,
+            Some(RX_BUFFER_SIZE as u32 + 1),
+            None
+        ));
+        let mut lying = host.packet(Op::ReadWrite, 7, b"abc", 0, 65536, 0);
+        lying[24..28].copy_from_slice(&100u32.to_le_bytes());
+        host.inject(&lying);
+        let mut unknown_op = honest.clone();
+        unknown_op[30] = 9;
+        host.inject(&unknown_op);
+        vsock.poll().unwrap();
+        assert_eq!(vsock.dropped_packets(), 3);
+        assert!(host.sent.borrow().is_empty());
+        // Still working.
+        host.inject(&honest);
+        vsock.poll().unwrap();
+        assert!(vsock.accept().is_some());
+        // A used id naming no posted buffer.
+        assert!(host.state.borrow_mut().complete(0, &honest, None, Some(9)));
+        assert_eq!(
+            vsock.poll(),
+            Err(VsockError::Device(VirtioError::UnexpectedUsedId { id: 9 }))
+        );
+        assert_eq!(
+            vsock.poll(),
+            Err(VsockError::Device(VirtioError::DeviceFailed))
+        );
+    }
+
+    #[test]
+    fn credit_is_respected_both_ways() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (host, mut vsock) = set_up();
+        // The peer has room for 10 bytes.
+        host.inject(&host.packet(Op::Request, 9, b"", 0, 10, 0));
+        vsock.poll().unwrap();
+        let id = vsock.accept().unwrap();
+        assert_eq!(vsock.send(id, &[1; 20]), Ok(10));
+        assert_eq!(vsock.send(id, &[1; 20]), Ok(0));
+        assert_eq!(host.last().0.op, Op::CreditRequest as u16);
+        assert_eq!(vsock.send(id, &[1; 20]), Ok(0));
+        assert_eq!(
+            host.sent.borrow().len(),
+            3,
+            "one credit request, not one per try"
+        );
+        host.inject(&host.packet(Op::CreditUpdate, 9, b"", 0, 10, 10));
+        vsock.poll().unwrap();
+        assert_eq!(vsock.send(id, &[1; 20]), Ok(10));
+
+        // The peer ignores the 64 KiB credit Ward gave it.
+        let chunk = vec![7u8; RX_BUFFER_SIZE - HEADER_LEN];
+        let mut sent = 0;
+        while vsock.connection_count() == 1 && sent <= CONNECTION_BUFFER as usize {
+            host.send(Op::ReadWrite, 9, &chunk);
+            vsock.poll().unwrap();
+            sent += chunk.len();
+            if host.last().0.op == Op::Reset as u16 {
+                break;
+            }
+        }
+        assert_eq!(host.last().0.op, Op::Reset as u16);
+        // What fitted can still be read, then the reason is given.
+        let mut buffer = vec![0u8; CONNECTION_BUFFER as usize + 1];
+        let fitted = vsock.recv(id, &mut buffer).unwrap();
+        assert!(fitted <= CONNECTION_BUFFER as usize && fitted > 0);
+        assert_eq!(
+            vsock.recv(id, &mut buffer),
+            Err(VsockError::Closed(CloseReason::ProtocolViolation))
+        );
+    }
+
+    #[test]
+    fn a_device_that_never_takes_a_send_fails_it() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let (host, mut vsock) = set_up();
+        host.send(Op::Request, 11, b"");
+        vsock.poll().unwrap();
+        let id = vsock.accept().unwrap();
+        vsock.set_send_timeout_ms(20);
+        host.state.borrow_mut().responder = Some(Box::new(|_q: u16, _r: &[u8], _room: usize| {
+            Completion::Pending
+        }));
+        assert!(matches!(
+            vsock.send(id, b"stuck"),
+            Err(VsockError::Device(VirtioError::Timeout { .. }))
+        ));
+        let mut buffer = [0u8; 4];
+        assert_eq!(
+            vsock.recv(id, &mut buffer),
+            Err(VsockError::Closed(CloseReason::DeviceFailed))
+        );
+        assert_eq!(
+            vsock.poll(),
+            Err(VsockError::Device(VirtioError::DeviceFailed))
+        );
     }
 }
