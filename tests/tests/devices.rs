@@ -127,8 +127,8 @@ fn disk_hash_and_vsock_echo() {
     assert_eq!(reply.as_deref(), Some("OK 5000"));
     echo(&mut stream, b"hello, ward\n");
     echo(&mut stream, b"x");
-    // Larger than one packet (4 KiB) and than one receive buffer: several packets each way.
-    let large = random_bytes(seed ^ 0x5a5a, 20_000);
+    // Larger than one packet and than one receive buffer (16 KiB): several packets each way.
+    let large = random_bytes(seed ^ 0x5a5a, 40_000);
     echo(&mut stream, &large);
     drop(stream);
 

@@ -86,7 +86,7 @@ fn check_vsock(devices: &mut Devices) -> Result<(), &'static str> {
         "self-check: vsock accepted CID {} port {} on port {}",
         id.peer_cid, id.peer_port, id.local_port
     );
-    let mut buffer = vec![0u8; 4096];
+    let mut buffer = vec![0u8; 16 * 1024];
     let mut echoed = 0usize;
     let mut idle = super::deadline::Deadline::after_millis(IDLE_TIMEOUT_MS);
     loop {

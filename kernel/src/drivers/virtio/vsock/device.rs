@@ -27,10 +27,11 @@ const RX_QUEUE_SIZE: usize = 8;
 /// Header + payload descriptors of one send, with room to spare.
 const TX_QUEUE_SIZE: usize = 4;
 const EVENT_QUEUE_SIZE: usize = 2;
-/// One page per receive buffer: header plus up to 4052 payload bytes.
-pub const RX_BUFFER_SIZE: usize = 4096;
+/// Four pages per receive buffer: fewer, larger packets are what makes vsock fast (each
+/// packet costs a round trip through the host's vsock daemon).
+pub const RX_BUFFER_SIZE: usize = 16 * 1024;
 /// Largest payload sent in one packet.
-pub const MAX_SEND_PAYLOAD: usize = 4096;
+pub const MAX_SEND_PAYLOAD: usize = 16 * 1024;
 /// `struct virtio_vsock_event` is one 32-bit id.
 const EVENT_SIZE: usize = 4;
 /// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.
