@@ -8,12 +8,15 @@
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
+#[cfg(all(feature = "std", not(test)))]
+extern crate std;
 
 pub mod chat;
 pub mod cpu;
 pub mod gguf;
 pub mod kernels;
 pub mod model;
+pub mod parallel;
 pub mod quant;
 pub mod sampler;
 pub mod tokenizer;
