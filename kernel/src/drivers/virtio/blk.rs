@@ -119,7 +119,7 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
     /// Initialises the device behind `transport`.
     pub fn new(mut transport: T) -> Result<Self, VirtioError> {
         let features = negotiate::begin(&mut transport, F_RO)?;
-        let result = Self::set_up(&mut transport, features);
+        let result = Self::set_up(&mut transport);
         match result {
             Ok((queue, capacity_sectors)) => Ok(Self {
                 transport,
@@ -136,10 +136,7 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
         }
     }
 
-    fn set_up(
-        transport: &mut T,
-        _features: u64,
-    ) -> Result<(VirtQueue<PoolHal<S>, QUEUE_SIZE>, u64), VirtioError> {
+    fn set_up(transport: &mut T) -> Result<(VirtQueue<PoolHal<S>, QUEUE_SIZE>, u64), VirtioError> {
         let capacity = transport
             .read_consistent(|| {
                 let low: u32 = transport.read_config_space(0)?;

@@ -9,7 +9,7 @@
 //! out. A used-ring value that matches no posted buffer, or a send that never completes,
 //! disables the device.
 
-use super::header::{self, HEADER_LEN, Header, Op};
+use super::header::{self, Header, Op};
 use crate::drivers::virtio::deadline::Deadline;
 use crate::drivers::virtio::error::VirtioError;
 use crate::drivers::virtio::hal::{PoolHal, PoolSource, has_room, pages_for};
@@ -357,9 +357,6 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
         }
     }
 }
-
-/// Bytes of the header in front of every packet.
-pub const PACKET_OVERHEAD: usize = HEADER_LEN;
 
 #[cfg(test)]
 mod tests {
