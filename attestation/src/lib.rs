@@ -8,6 +8,7 @@ extern crate std;
 
 pub mod config;
 pub mod evidence;
+pub mod guest;
 pub mod keyrelease;
 pub mod measure;
 pub mod protocol;
