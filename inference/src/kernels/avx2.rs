@@ -34,21 +34,18 @@ pub unsafe fn matmul(
         }
         return;
     };
-    let stride = w.pair_stride();
-    let data = w.quant_data();
     let mut t = 0;
     while t < x.n() {
         let columns = COLUMNS.min(x.n() - t);
         for pair in rows.start / 2..rows.end.div_ceil(2) {
-            let pair_data = &data[pair * stride..(pair + 1) * stride];
             let mut results = [[0.0f32; COLUMNS]; 2];
             // SAFETY: the caller guarantees AVX2/FMA/F16C; slices are sized by the packing.
             unsafe {
                 if columns == COLUMNS {
                     let acts = [x.blocks(t), x.blocks(t + 1)];
-                    pair_tile::<COLUMNS>(kind, pair_data, acts, &mut results);
+                    pair_tile::<COLUMNS>(kind, w, pair, acts, &mut results);
                 } else {
-                    pair_tile::<1>(kind, pair_data, [x.blocks(t)], &mut results);
+                    pair_tile::<1>(kind, w, pair, [x.blocks(t)], &mut results);
                 }
             }
             for (half, row_results) in results.iter().enumerate() {
@@ -67,28 +64,26 @@ pub unsafe fn matmul(
 /// Both rows of one packed pair against `C` activation vectors.
 ///
 /// # Safety
-/// AVX2/FMA/F16C available; `pair` is one full row pair of `acts[c].len()` blocks of `kind`.
+/// AVX2/FMA/F16C available; `pair < w.pair_count()`; every `acts[c]` has one block per block
+/// of `w`'s rows; `kind` is `w`'s type.
 #[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn pair_tile<const C: usize>(
     kind: u8,
-    pair: &[u8],
+    w: &PackedMatrix,
+    pair: usize,
     acts: [&[ActivationBlock]; C],
     results: &mut [[f32; COLUMNS]; 2],
 ) {
-    let block_stride = match kind {
-        Q4_0 => 36,
-        Q4_1 => 40,
-        _ => 68,
-    };
-    let blocks = acts[0].len();
+    let blocks = w.blocks_per_row();
     let ones = _mm256_set1_epi16(1);
     let low_mask = _mm256_set1_epi8(0x0f);
     let mut lanes = [[_mm256_setzero_ps(); C]; 2];
     let mut mins = [_mm_setzero_ps(); C];
+    #[allow(clippy::needless_range_loop)] // `b` indexes the weights and every column
     for b in 0..blocks {
-        let block = &pair[b * block_stride..(b + 1) * block_stride];
+        let block = w.pair_block(pair, b);
         let p = block.as_ptr();
-        // SAFETY: `block` is `block_stride` bytes: the scale slots (4 or 8 bytes) come first and
+        // SAFETY: `block` is one pair block (36, 40 or 68 bytes): the scale slots come first and
         // the quants of both rows fill the rest, so every load below stays inside it.
         let (scales, quants) = unsafe {
             let scales = if kind == Q4_1 {

@@ -59,35 +59,10 @@ pub unsafe fn matmul(
             let mut results = [[[0.0f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE];
             // SAFETY: features as required by the caller; `tile` checks every slice it reads.
             unsafe {
-                match (pairs, columns) {
-                    (PAIRS_SINGLE, 1) => {
-                        tile::<PAIRS_SINGLE, 1>(kind, w, pair, [x.blocks(t)], &mut results)
-                    }
-                    (PAIRS_BATCH, COLUMNS_BATCH) => tile::<PAIRS_BATCH, COLUMNS_BATCH>(
-                        kind,
-                        w,
-                        pair,
-                        [
-                            x.blocks(t),
-                            x.blocks(t + 1),
-                            x.blocks(t + 2),
-                            x.blocks(t + 3),
-                        ],
-                        &mut results,
-                    ),
-                    (_, 1) => tile::<1, 1>(kind, w, pair, [x.blocks(t)], &mut results),
-                    _ => tile::<1, COLUMNS_BATCH>(
-                        kind,
-                        w,
-                        pair,
-                        [
-                            x.blocks(t),
-                            x.blocks(t + 1),
-                            x.blocks(t + 2),
-                            x.blocks(t + 3),
-                        ],
-                        &mut results,
-                    ),
+                match kind {
+                    Q4_0 => run_tile::<Q4_0>(w, x, t, pair, pairs, columns, &mut results),
+                    Q4_1 => run_tile::<Q4_1>(w, x, t, pair, pairs, columns, &mut results),
+                    _ => run_tile::<Q8_0>(w, x, t, pair, pairs, columns, &mut results),
                 }
             }
             for (p, pair_results) in results.iter().enumerate().take(pairs) {
@@ -106,23 +81,74 @@ pub unsafe fn matmul(
     }
 }
 
+/// The tile shape for `pairs` x `columns`.
+///
+/// # Safety
+/// As for [`tile`].
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+unsafe fn run_tile<const KIND: u8>(
+    w: &PackedMatrix,
+    x: &Activations,
+    t: usize,
+    pair: usize,
+    pairs: usize,
+    columns: usize,
+    results: &mut [[[f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE],
+) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match (pairs, columns) {
+            (PAIRS_SINGLE, 1) => tile::<KIND, PAIRS_SINGLE, 1>(w, pair, [x.blocks(t)], results),
+            (PAIRS_BATCH, COLUMNS_BATCH) => tile::<KIND, PAIRS_BATCH, COLUMNS_BATCH>(
+                w,
+                pair,
+                [
+                    x.blocks(t),
+                    x.blocks(t + 1),
+                    x.blocks(t + 2),
+                    x.blocks(t + 3),
+                ],
+                results,
+            ),
+            (_, 1) => tile::<KIND, 1, 1>(w, pair, [x.blocks(t)], results),
+            _ => tile::<KIND, 1, COLUMNS_BATCH>(
+                w,
+                pair,
+                [
+                    x.blocks(t),
+                    x.blocks(t + 1),
+                    x.blocks(t + 2),
+                    x.blocks(t + 3),
+                ],
+                results,
+            ),
+        }
+    }
+}
+
 /// Rows of `P` pairs starting at `first_pair` against `C` activation vectors.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `first_pair + P <= w.pair_count()`;
-/// every `acts[c]` has `w.blocks_per_row()` blocks.
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `kind` is `w`'s type. Out-of-range
+/// pairs or short activations make it return without writing `results`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
-unsafe fn tile<const P: usize, const C: usize>(
-    kind: u8,
+unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
     w: &PackedMatrix,
     first_pair: usize,
     acts: [&[ActivationBlock]; C],
     results: &mut [[[f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE],
 ) {
+    let kind = KIND;
     let block_stride = w.block_stride();
-    let pair_stride = w.pair_stride();
+    let group_block = w.group_block_stride();
     let blocks = w.blocks_per_row();
-    let data = &w.quant_data()[first_pair * pair_stride..(first_pair + P) * pair_stride];
+    let data = w.quant_data();
+    let bases: [usize; P] = core::array::from_fn(|p| w.block_offset(first_pair + p, 0));
+    for base in bases {
+        if blocks == 0 || base + (blocks - 1) * group_block + block_stride > data.len() {
+            return;
+        }
+    }
     for act in acts {
         if act.len() != blocks {
             return;
@@ -145,6 +171,7 @@ unsafe fn tile<const P: usize, const C: usize>(
 
     let mut lanes = [[_mm512_setzero_ps(); C]; P];
     let mut mins = [[_mm_setzero_ps(); C]; P];
+    #[allow(clippy::needless_range_loop)] // `b` indexes the weights and every column
     for b in 0..blocks {
         // Per activation vector: quants laid out for this type, the offset correction, the
         // scale and (Q4_1) the sum term.
@@ -184,10 +211,17 @@ unsafe fn tile<const P: usize, const C: usize>(
             act_d[c] = _mm_set1_ps(a.d);
             act_s[c] = _mm_set1_ps(a.s);
         }
+        // The tile's next blocks are prefetched: a few hundred bytes ahead in its stream.
+        let ahead = data
+            .as_ptr()
+            .wrapping_add(bases[0] + (b + 12) * group_block);
+        _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
+        _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
         for p in 0..P {
-            let block = &data[p * pair_stride + b * block_stride..][..block_stride];
-            let ptr = block.as_ptr();
-            // SAFETY: `block` is one packed block of a pair (36, 40 or 68 bytes): scales first,
+            // SAFETY: checked above: block `b` of pair `first_pair + p` lies inside `data`.
+            let ptr = unsafe { data.as_ptr().add(bases[p] + b * group_block) };
+            // SAFETY: `ptr` starts one packed block of a pair (36, 40 or 68 bytes): scales first,
             // then both rows' quants, so each load below reads inside it.
             let (scales, weights) = unsafe {
                 match kind {

@@ -16,7 +16,7 @@ pub mod scalar;
 
 pub use activations::Activations;
 pub use aligned::{AlignedBytes, AlignedF32};
-pub use packed::{PackError, PackedMatrix};
+pub use packed::{MatrixSource, PackError, PackedMatrix};
 
 use crate::cpu::SimdLevel;
 use crate::gguf::TensorType;
@@ -70,6 +70,19 @@ impl fmt::Display for KernelError {
         }
     }
 }
+
+impl core::error::Error for KernelError {}
+
+impl fmt::Display for PackError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PackError::NotAMatrix => write!(f, "tensor is not a matrix"),
+            PackError::SizeMismatch => write!(f, "tensor data size does not match its shape"),
+        }
+    }
+}
+
+impl core::error::Error for PackError {}
 
 /// The kernel set in use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

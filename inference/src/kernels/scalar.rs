@@ -35,22 +35,20 @@ fn nibble(qs: &[u8], j: usize) -> i32 {
     }
 }
 
-/// Dot product of row `half` (0 or 1) of a packed row pair with one activation vector.
-pub fn dot_pair_row(
-    tensor_type: TensorType,
-    pair: &[u8],
-    half: usize,
-    activation: &[ActivationBlock],
-) -> f32 {
+/// Dot product of row `r` of a packed quantized matrix with one activation vector.
+pub fn dot_row(w: &PackedMatrix, r: usize, activation: &[ActivationBlock]) -> f32 {
+    let tensor_type = w.tensor_type();
+    let half = r % 2;
     let mut lanes = [0.0f32; 8];
     let mut mins = 0.0f32;
     for (b, a) in activation.iter().enumerate() {
-        let (stride, scale_slots, quant_len) = match tensor_type {
-            TensorType::Q4_0 => (36, 2, 16),
-            TensorType::Q4_1 => (40, 4, 16),
-            _ => (68, 2, 32),
+        let (scale_slots, quant_len) = match tensor_type {
+            TensorType::Q4_0 => (2, 16),
+            TensorType::Q4_1 => (4, 16),
+            _ => (2, 32),
         };
-        let base = b * stride;
+        let pair = w.pair_block(r / 2, b);
+        let base = 0;
         let d = f16_at(pair, base + 2 * half);
         let qs = &pair[base + 2 * scale_slots + half * quant_len..][..quant_len];
         let scale = d * a.d;
@@ -102,12 +100,10 @@ pub fn matmul(
                 }
             }
         }
-        tensor_type => {
-            let stride = w.pair_stride();
+        _ => {
             for t in 0..x.n() {
                 for r in rows.clone() {
-                    let pair = &w.quant_data()[(r / 2) * stride..(r / 2 + 1) * stride];
-                    out[t * out_stride + r] = dot_pair_row(tensor_type, pair, r % 2, x.blocks(t));
+                    out[t * out_stride + r] = dot_row(w, r, x.blocks(t));
                 }
             }
         }

@@ -11,7 +11,8 @@
 //! to 32, capped at the context size; positions past the query's own are masked to probability
 //! 0. It decides where the f64 tail of the decode order starts, so it matters for exactness.
 
-use super::math::{Math, reduce16};
+use super::math::reduce16;
+use crate::cpu::SimdLevel;
 use crate::quant::{f16_bits_to_f32, f32_to_f16_bits};
 
 /// Which of llama.cpp's summation orders to follow.
@@ -34,32 +35,43 @@ pub fn padded_kv_len(last: usize, capacity: usize) -> usize {
         .min(capacity)
 }
 
-/// Sum of `len` exact products `term(i)` in the given order over a row of `len` elements.
+/// Sixteen values starting at `at` (the caller keeps `at + 16 <= v.len()`).
 #[inline(always)]
-fn ordered_sum(order: SumOrder, len: usize, mut term: impl FnMut(usize) -> f32) -> f32 {
+fn lanes16(v: &[f32], at: usize) -> &[f32; 16] {
+    v[at..at + 16].try_into().unwrap_or(&[0.0; 16])
+}
+
+/// `Σ a[i] * b[i]` of exact products in the order of the given path (see the module docs).
+#[inline(always)]
+fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
+    let len = a.len().min(b.len());
     if order == SumOrder::Batch && len.is_multiple_of(16) {
-        let mut lanes = [0.0f32; 16];
+        let mut acc = [0.0f32; 16];
         for start in (0..len).step_by(16) {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                *lane += term(start + l);
+            let (x, y) = (lanes16(a, start), lanes16(b, start));
+            for l in 0..16 {
+                acc[l] += x[l] * y[l];
             }
         }
-        return reduce16(&lanes);
+        return reduce16(&acc);
     }
     let vector_end = len / 64 * 64;
     let mut acc = [[0.0f32; 16]; 4];
     for start in (0..vector_end).step_by(64) {
         for (j, lanes) in acc.iter_mut().enumerate() {
-            for (l, lane) in lanes.iter_mut().enumerate() {
-                *lane += term(start + 16 * j + l);
+            let (x, y) = (lanes16(a, start + 16 * j), lanes16(b, start + 16 * j));
+            for l in 0..16 {
+                lanes[l] += x[l] * y[l];
             }
         }
     }
-    let combined: [f32; 16] =
-        core::array::from_fn(|l| (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]));
+    let mut combined = [0.0f32; 16];
+    for l in 0..16 {
+        combined[l] = (acc[0][l] + acc[2][l]) + (acc[1][l] + acc[3][l]);
+    }
     let mut sum = f64::from(reduce16(&combined));
     for i in vector_end..len {
-        sum += f64::from(term(i));
+        sum += f64::from(a[i] * b[i]);
     }
     sum as f32
 }
@@ -67,35 +79,110 @@ fn ordered_sum(order: SumOrder, len: usize, mut term: impl FnMut(usize) -> f32) 
 /// Scratch space for one head's attention, sized once for the context.
 #[derive(Debug, Clone)]
 pub struct AttentionScratch {
-    query: alloc::vec::Vec<u16>,
+    query: alloc::vec::Vec<f32>,
     scores: alloc::vec::Vec<f32>,
     probs: alloc::vec::Vec<f32>,
     probs_f16: alloc::vec::Vec<f32>,
-    /// Per-position-lane partial sums of the output, `[64][head_dim]`.
+    /// Per-position-lane partial sums of the output, `[64][head_dim]`, then `[16][head_dim]`
+    /// for combining them.
     partial: alloc::vec::Vec<f32>,
 }
 
 impl AttentionScratch {
     pub fn new(capacity: usize, head_dim: usize) -> Self {
         Self {
-            query: alloc::vec![0; head_dim],
+            query: alloc::vec![0.0; head_dim],
             scores: alloc::vec![0.0; capacity],
             probs: alloc::vec![0.0; capacity],
             probs_f16: alloc::vec![0.0; capacity],
-            partial: alloc::vec![0.0; 64 * head_dim],
+            partial: alloc::vec![0.0; 80 * head_dim],
         }
     }
 }
 
-/// One query head at position `pos` over `keys`/`values` (`[position][head_dim]` f16 bits, at
-/// least `pos + 1` positions) into `out` (`head_dim` values); `n_kv` from [`padded_kv_len`].
+/// Rounds through f16, as the KV cache and llama.cpp's f16 matrix products do.
+pub fn round_f16(x: f32) -> f32 {
+    f16_bits_to_f32(f32_to_f16_bits(x))
+}
+
+/// One query head at position `pos` over `keys`/`values` (`[position][head_dim]`, values already
+/// rounded to f16, at least `pos + 1` positions) into `out` (`head_dim` values); `n_kv` from
+/// [`padded_kv_len`]. The loops are the same at every level; the SIMD levels only let the
+/// compiler use wider registers (the lane-wise arithmetic, and so every bit, is unchanged).
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
-    math: &Math,
+    level: SimdLevel,
     order: SumOrder,
     query: &[f32],
-    keys: &[u16],
-    values: &[u16],
+    keys: &[f32],
+    values: &[f32],
+    pos: usize,
+    n_kv: usize,
+    scratch: &mut AttentionScratch,
+    out: &mut [f32],
+) {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        SimdLevel::Avx512 => {
+            // SAFETY: the level was checked against CPUID/XCR0 when the kernels were chosen.
+            return unsafe {
+                wide::attend_avx512(order, query, keys, values, pos, n_kv, scratch, out)
+            };
+        }
+        SimdLevel::Avx2 => {
+            // SAFETY: as above.
+            return unsafe {
+                wide::attend_avx2(order, query, keys, values, pos, n_kv, scratch, out)
+            };
+        }
+        SimdLevel::Scalar => {}
+    }
+    attend_generic::<super::math::SoftFma>(order, query, keys, values, pos, n_kv, scratch, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    use super::{AttentionScratch, SumOrder, attend_generic};
+    use crate::model::math::HardFma;
+
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_avx512(
+        order: SumOrder,
+        query: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        pos: usize,
+        n_kv: usize,
+        scratch: &mut AttentionScratch,
+        out: &mut [f32],
+    ) {
+        attend_generic::<HardFma>(order, query, keys, values, pos, n_kv, scratch, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_avx2(
+        order: SumOrder,
+        query: &[f32],
+        keys: &[f32],
+        values: &[f32],
+        pos: usize,
+        n_kv: usize,
+        scratch: &mut AttentionScratch,
+        out: &mut [f32],
+    ) {
+        attend_generic::<HardFma>(order, query, keys, values, pos, n_kv, scratch, out)
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_generic<F: super::math::Fma>(
+    order: SumOrder,
+    query: &[f32],
+    keys: &[f32],
+    values: &[f32],
     pos: usize,
     n_kv: usize,
     scratch: &mut AttentionScratch,
@@ -104,57 +191,83 @@ pub fn attend(
     let head_dim = query.len();
     let valid = pos + 1;
     for (q16, &q) in scratch.query.iter_mut().zip(query) {
-        *q16 = f32_to_f16_bits(q);
+        *q16 = round_f16(q);
     }
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
     let mut max = f32::NEG_INFINITY;
     for p in 0..valid {
         let key = &keys[p * head_dim..(p + 1) * head_dim];
-        let q = &scratch.query;
-        let score = ordered_sum(order, head_dim, |i| {
-            f16_bits_to_f32(q[i]) * f16_bits_to_f32(key[i])
-        });
+        let score = ordered_dot(order, &scratch.query, key);
         let w = score * scale;
         scratch.scores[p] = w;
         if w > max {
             max = w;
         }
     }
-    let sum = math.softmax_exp(&scratch.scores, valid, n_kv, max, &mut scratch.probs);
+    let sum = super::math::softmax_exp_generic::<F>(
+        &scratch.scores,
+        valid,
+        n_kv,
+        max,
+        &mut scratch.probs,
+    );
     let inverse = (1.0 / sum) as f32;
     for p in 0..valid {
-        scratch.probs_f16[p] = f16_bits_to_f32(f32_to_f16_bits(scratch.probs[p] * inverse));
+        scratch.probs_f16[p] = round_f16(scratch.probs[p] * inverse);
     }
-    // Output element d is Σ_p prob[p] * v[p][d] in the order above; positions are accumulated
-    // into per-lane partial rows so the inner loop runs over d (contiguous in the cache).
+    // Output element d is Σ_p prob[p] * v[p][d] in the order above. Positions accumulate into
+    // per-lane partial rows (lane = position mod 16 or 64), so every loop runs over d, which is
+    // contiguous in the cache; the lanes are then combined row-wise in the same tree.
     let batch_order = order == SumOrder::Batch && n_kv.is_multiple_of(16);
     let lanes = if batch_order { 16 } else { 64 };
     let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
-    let partial = &mut scratch.partial[..lanes * head_dim];
-    partial.fill(0.0);
-    for p in 0..valid.min(vector_end) {
+    let summed = valid.min(vector_end);
+    let used = summed.min(lanes);
+    // `partial` is all zero on entry (zeroed at allocation and after each use below).
+    let (partial, combined) = scratch.partial.split_at_mut(64 * head_dim);
+    for p in 0..summed {
         let prob = scratch.probs_f16[p];
         let row = &mut partial[(p % lanes) * head_dim..][..head_dim];
         for (acc, &v) in row
             .iter_mut()
             .zip(&values[p * head_dim..(p + 1) * head_dim])
         {
-            *acc += prob * f16_bits_to_f32(v);
+            *acc += prob * v;
+        }
+    }
+    let combined = &mut combined[..16 * head_dim];
+    if batch_order {
+        combined.copy_from_slice(&partial[..16 * head_dim]);
+    } else {
+        // Lane l of accumulator j is partial row 16 j + l: (0 + 2) + (1 + 3) per lane.
+        let row = |l: usize| &partial[l * head_dim..(l + 1) * head_dim];
+        for (l, out) in combined.chunks_exact_mut(head_dim).enumerate() {
+            let (a, b, c, d) = (row(l), row(32 + l), row(16 + l), row(48 + l));
+            for i in 0..head_dim {
+                out[i] = (a[i] + b[i]) + (c[i] + d[i]);
+            }
+        }
+    }
+    // The 16-lane tree of `reduce16`, row-wise: halves, quarters, then (0 + 2) + (1 + 3).
+    for width in [8, 4] {
+        for l in 0..width {
+            for i in 0..head_dim {
+                combined[l * head_dim + i] += combined[(l + width) * head_dim + i];
+            }
         }
     }
     for (d, o) in out.iter_mut().enumerate().take(head_dim) {
-        let lane = |l: usize| partial[l * head_dim + d];
-        let value = if batch_order {
-            reduce16(&core::array::from_fn(lane))
+        let lane = |l: usize| combined[l * head_dim + d];
+        let tree = (lane(0) + lane(2)) + (lane(1) + lane(3));
+        *o = if batch_order {
+            tree
         } else {
-            let combined: [f32; 16] =
-                core::array::from_fn(|l| (lane(l) + lane(32 + l)) + (lane(16 + l) + lane(48 + l)));
-            let mut sum = f64::from(reduce16(&combined));
+            let mut sum = f64::from(tree);
             for p in vector_end..valid {
-                sum += f64::from(scratch.probs_f16[p] * f16_bits_to_f32(values[p * head_dim + d]));
+                sum += f64::from(scratch.probs_f16[p] * values[p * head_dim + d]);
             }
             sum as f32
         };
-        *o = value;
     }
+    partial[..used * head_dim].fill(0.0);
 }

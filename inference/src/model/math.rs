@@ -123,7 +123,7 @@ fn rope_generic<F: Fma>(v: &mut [f32], cos_sin: &[(f32, f32)]) {
 /// masked positions), over `n` positions; returns the sum as ggml_vec_soft_max_f32 forms it
 /// (f32 sums of sixteen, accumulated in f64, the tail one by one).
 #[inline(always)]
-fn softmax_exp_generic<F: Fma>(
+pub(super) fn softmax_exp_generic<F: Fma>(
     w: &[f32],
     valid: usize,
     n: usize,
@@ -168,11 +168,6 @@ mod hard {
     pub fn rope(v: &mut [f32], cos_sin: &[(f32, f32)]) {
         super::rope_generic::<HardFma>(v, cos_sin)
     }
-
-    #[target_feature(enable = "fma,avx2")]
-    pub fn softmax_exp(w: &[f32], valid: usize, n: usize, max: f32, out: &mut [f32]) -> f64 {
-        super::softmax_exp_generic::<HardFma>(w, valid, n, max, out)
-    }
 }
 
 /// The element-wise operations at one SIMD level.
@@ -205,15 +200,6 @@ impl Math {
             return unsafe { hard::rope(v, cos_sin) };
         }
         rope_generic::<SoftFma>(v, cos_sin)
-    }
-
-    pub fn softmax_exp(&self, w: &[f32], valid: usize, n: usize, max: f32, out: &mut [f32]) -> f64 {
-        #[cfg(target_arch = "x86_64")]
-        if self.hardware_fma {
-            // SAFETY: as in `swiglu`.
-            return unsafe { hard::softmax_exp(w, valid, n, max, out) };
-        }
-        softmax_exp_generic::<SoftFma>(w, valid, n, max, out)
     }
 }
 
@@ -284,8 +270,13 @@ mod tests {
         soft.rope(&mut ra, &angles);
         hard.rope(&mut rb, &angles);
         assert_eq!(ra, rb);
-        let sa = soft.softmax_exp(&gate, 900, 1000, 90.0, &mut a);
-        let sb = hard.softmax_exp(&gate, 900, 1000, 90.0, &mut b);
+        #[target_feature(enable = "fma,avx2")]
+        fn hard_softmax(w: &[f32], out: &mut [f32]) -> f64 {
+            softmax_exp_generic::<HardFma>(w, 900, 1000, 90.0, out)
+        }
+        let sa = softmax_exp_generic::<SoftFma>(&gate, 900, 1000, 90.0, &mut a);
+        // SAFETY: AVX2 (and with it FMA, by this crate's levels) was detected above.
+        let sb = unsafe { hard_softmax(&gate, &mut b) };
         assert_eq!(sa.to_bits(), sb.to_bits());
         assert_eq!(a[..900], b[..900]);
     }

@@ -26,7 +26,7 @@ pub use weights::{LayerWeights, Weights};
 use crate::gguf::Gguf;
 use crate::kernels::{Activations, AlignedF32, Kernels, PackedMatrix};
 use alloc::vec::Vec;
-use attention::{AttentionScratch, attend, padded_kv_len};
+use attention::{AttentionScratch, attend, padded_kv_len, round_f16};
 use math::{Math, rms_norm, rope_angles};
 
 /// A loaded model: hyper-parameters, packed weights and the kernels that run them.
@@ -161,7 +161,7 @@ impl Model {
                     let out =
                         &mut ctx.att.as_mut_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
                     attend(
-                        &self.math,
+                        self.kernels.level(),
                         order,
                         query,
                         keys,
@@ -247,7 +247,7 @@ fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// One sequence's state: KV cache (f16, `[layer][kv_head][position][head_dim]`) and every
+/// One sequence's state: KV cache (`[layer][kv_head][position][head_dim]`) and every
 /// buffer a step needs, allocated once.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -257,8 +257,9 @@ pub struct Context {
     last_in_batch: usize,
     n_kv_heads: usize,
     head_dim: usize,
-    keys: Vec<u16>,
-    values: Vec<u16>,
+    /// Keys and values rounded to f16 (as llama.cpp's f16 cache holds them), kept as f32.
+    keys: Vec<f32>,
+    values: Vec<f32>,
     x: AlignedF32,
     xn: AlignedF32,
     q: AlignedF32,
@@ -289,8 +290,8 @@ impl Context {
             last_in_batch: 0,
             n_kv_heads: c.n_kv_heads,
             head_dim: c.head_dim,
-            keys: alloc::vec![0; cache],
-            values: alloc::vec![0; cache],
+            keys: alloc::vec![0.0; cache],
+            values: alloc::vec![0.0; cache],
             x: f(c.dim),
             xn: f(c.dim),
             q: f(c.q_dim()),
@@ -328,8 +329,8 @@ impl Context {
     /// Forgets the sequence and zeroes the KV cache (the prompt's traces) and the logits.
     pub fn reset(&mut self) {
         self.position = 0;
-        self.keys.fill(0);
-        self.values.fill(0);
+        self.keys.fill(0.0);
+        self.values.fill(0.0);
         self.logits.fill(0.0);
     }
 
@@ -344,8 +345,8 @@ impl Context {
             let at = self.cache_offset(layer, head, pos);
             let source = t * kv_dim + head * self.head_dim;
             for d in 0..self.head_dim {
-                self.keys[at + d] = crate::quant::f32_to_f16_bits(self.k.as_slice()[source + d]);
-                self.values[at + d] = crate::quant::f32_to_f16_bits(self.v.as_slice()[source + d]);
+                self.keys[at + d] = round_f16(self.k.as_slice()[source + d]);
+                self.values[at + d] = round_f16(self.v.as_slice()[source + d]);
             }
         }
     }

@@ -3,7 +3,7 @@
 use super::config::LlamaConfig;
 use super::error::ModelError;
 use crate::gguf::Gguf;
-use crate::kernels::PackedMatrix;
+use crate::kernels::{MatrixSource, PackedMatrix};
 use crate::quant::dequantize_row;
 use alloc::format;
 use alloc::string::String;
@@ -32,30 +32,73 @@ pub struct Weights {
 }
 
 impl Weights {
-    /// Packs every tensor; shapes were checked by [`LlamaConfig::from_gguf`].
+    /// Packs every tensor (all matrices into one buffer); shapes were checked by
+    /// [`LlamaConfig::from_gguf`].
     pub fn load(gguf: &Gguf<'_>, config: &LlamaConfig) -> Result<Self, ModelError> {
+        const PARTS: [&str; 7] = [
+            "attn_q",
+            "attn_k",
+            "attn_v",
+            "attn_output",
+            "ffn_gate",
+            "ffn_up",
+            "ffn_down",
+        ];
+        let mut names = Vec::with_capacity(config.n_layers * PARTS.len() + 2);
+        names.push(String::from("token_embd.weight"));
+        if config.has_output {
+            names.push(String::from("output.weight"));
+        }
+        for layer in 0..config.n_layers {
+            for part in PARTS {
+                names.push(format!("blk.{layer}.{part}.weight"));
+            }
+        }
+        let mut sources = Vec::with_capacity(names.len());
+        for name in &names {
+            let source = MatrixSource::from_tensor(tensor(gguf, name)?).map_err(|error| {
+                ModelError::Pack {
+                    tensor: name.clone(),
+                    error,
+                }
+            })?;
+            sources.push(source);
+        }
+        let mut matrices = PackedMatrix::pack_all(&sources)
+            .map_err(|error| ModelError::Pack {
+                tensor: String::from("weights"),
+                error,
+            })?
+            .into_iter();
+        let mut next = || {
+            matrices
+                .next()
+                .ok_or_else(|| ModelError::MissingTensor(String::from("weights")))
+        };
+        let embedding = next()?;
+        let output = if config.has_output {
+            Some(next()?)
+        } else {
+            None
+        };
         let mut layers = Vec::with_capacity(config.n_layers);
         for layer in 0..config.n_layers {
             let name = |part: &str| format!("blk.{layer}.{part}.weight");
             layers.push(LayerWeights {
                 attn_norm: vector(gguf, &name("attn_norm"))?,
-                wq: matrix(gguf, &name("attn_q"))?,
-                wk: matrix(gguf, &name("attn_k"))?,
-                wv: matrix(gguf, &name("attn_v"))?,
-                wo: matrix(gguf, &name("attn_output"))?,
+                wq: next()?,
+                wk: next()?,
+                wv: next()?,
+                wo: next()?,
                 ffn_norm: vector(gguf, &name("ffn_norm"))?,
-                w_gate: matrix(gguf, &name("ffn_gate"))?,
-                w_up: matrix(gguf, &name("ffn_up"))?,
-                w_down: matrix(gguf, &name("ffn_down"))?,
+                w_gate: next()?,
+                w_up: next()?,
+                w_down: next()?,
             });
         }
         Ok(Self {
-            embedding: matrix(gguf, "token_embd.weight")?,
-            output: if config.has_output {
-                Some(matrix(gguf, "output.weight")?)
-            } else {
-                None
-            },
+            embedding,
+            output,
             output_norm: vector(gguf, "output_norm.weight")?,
             layers,
         })
@@ -87,13 +130,6 @@ fn tensor<'g, 'a>(
 ) -> Result<&'g crate::gguf::TensorInfo<'a>, ModelError> {
     gguf.tensor(name)
         .ok_or_else(|| ModelError::MissingTensor(String::from(name)))
-}
-
-fn matrix(gguf: &Gguf<'_>, name: &str) -> Result<PackedMatrix, ModelError> {
-    PackedMatrix::from_tensor(tensor(gguf, name)?).map_err(|error| ModelError::Pack {
-        tensor: String::from(name),
-        error,
-    })
 }
 
 fn vector(gguf: &Gguf<'_>, name: &str) -> Result<Vec<f32>, ModelError> {

@@ -1,11 +1,142 @@
-//! PLACEHOLDER: this module is being written in this session and is replaced before commit.
+//! `ward bench`: the engine's speed on the host, measured like llama.cpp's `llama-bench`:
+//! prompt processing (`--prompt N` tokens in one batch into an empty context) and decoding
+//! (`--gen N` tokens one at a time from an empty context), in tokens per second, averaged over
+//! `--repetitions` runs after a warm-up. `--json` prints one object:
+//! `{"threads":{"1":{"prompt_tps":F,"decode_tps":F}}}`.
+//!
+//! `--threads` takes a comma-separated list so that thread counts can be compared in one run;
+//! the engine is single-threaded for now, so only 1 is accepted.
 
 use super::CommandError;
+use super::generate::{kernels_for, parse_simd};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+use ward_inference::cpu::SimdLevel;
+use ward_inference::gguf::Gguf;
+use ward_inference::model::Model;
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// GGUF model to measure.
+    #[arg(long)]
+    model: PathBuf,
+    /// Thread counts to measure, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    threads: Vec<usize>,
+    /// Prompt length for the prompt-processing test.
+    #[arg(long, default_value_t = 128)]
+    prompt: usize,
+    /// Tokens generated in the decode test.
+    #[arg(long = "gen", default_value_t = 64)]
+    generate: usize,
+    /// Timed runs of each test (after one warm-up run).
+    #[arg(long, default_value_t = 5)]
+    repetitions: usize,
+    /// Kernel implementation (default: the best this CPU supports).
+    #[arg(long, value_parser = parse_simd)]
+    simd: Option<SimdLevel>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: Args) -> Result<ExitCode, CommandError> {
-    Err("not built yet".into())
+/// Deterministic token ids spread over the vocabulary (the content does not change the cost).
+fn token_ids(count: usize, vocab: usize, seed: u64) -> Vec<u32> {
+    let mut state = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
+    (0..count)
+        .map(|_| {
+            state = state
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            ((state >> 33) % vocab as u64) as u32
+        })
+        .collect()
+}
+
+struct Stats {
+    mean: f64,
+    sd: f64,
+}
+
+fn stats(samples: &[f64]) -> Stats {
+    let n = samples.len() as f64;
+    let mean = samples.iter().sum::<f64>() / n;
+    let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    Stats {
+        mean,
+        sd: var.sqrt(),
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode, CommandError> {
+    if let Some(&threads) = args.threads.iter().find(|&&t| t != 1) {
+        return Err(format!("--threads {threads}: the engine runs on one thread for now").into());
+    }
+    if args.prompt == 0 || args.generate == 0 || args.repetitions == 0 {
+        return Err("--prompt, --gen and --repetitions must be positive".into());
+    }
+    let bytes =
+        std::fs::read(&args.model).map_err(|e| format!("reading {}: {e}", args.model.display()))?;
+    let gguf = Gguf::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let model = Model::from_gguf(&gguf, kernels_for(args.simd)?)?;
+    let vocab = model.config().vocab_size;
+    let capacity = args.prompt.max(args.generate);
+    let mut ctx = model.new_context(capacity, args.prompt);
+
+    let mut prompt_tps = Vec::new();
+    for run in 0..=args.repetitions {
+        let tokens = token_ids(args.prompt, vocab, run as u64);
+        ctx.reset();
+        let start = Instant::now();
+        model.forward(&mut ctx, &tokens)?;
+        let seconds = start.elapsed().as_secs_f64();
+        if run > 0 {
+            prompt_tps.push(args.prompt as f64 / seconds);
+        }
+    }
+    let mut decode_tps = Vec::new();
+    for run in 0..=args.repetitions {
+        let tokens = token_ids(args.generate, vocab, 1000 + run as u64);
+        ctx.reset();
+        let start = Instant::now();
+        for &token in &tokens {
+            model.forward(&mut ctx, &[token])?;
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        if run > 0 {
+            decode_tps.push(args.generate as f64 / seconds);
+        }
+    }
+    let (prompt, decode) = (stats(&prompt_tps), stats(&decode_tps));
+    if args.json {
+        let json = serde_json::json!({
+            "threads": { "1": { "prompt_tps": prompt.mean, "decode_tps": decode.mean } },
+        });
+        println!("{json}");
+    } else {
+        println!(
+            "model {} ({:.1} MB of packed weights), kernels {}, 1 thread, {} runs",
+            args.model.display(),
+            model.weights().byte_size() as f64 / 1e6,
+            model.kernels().level().name(),
+            args.repetitions
+        );
+        println!("{:<10} {:>12} {:>10}", "test", "tokens/s", "± sd");
+        println!(
+            "{:<10} {:>12.1} {:>10.1}",
+            format!("pp{}", args.prompt),
+            prompt.mean,
+            prompt.sd
+        );
+        println!(
+            "{:<10} {:>12.1} {:>10.1}",
+            format!("tg{}", args.generate),
+            decode.mean,
+            decode.sd
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
