@@ -10,8 +10,13 @@
 //!   #VE exit-qualification decoding, RTMR extend replay, the GetQuote buffer.
 //! - [`insn`]: the small x86 decoder the #VC and #VE handlers need (CPUID, IN/OUT, MMIO MOVs,
 //!   RDMSR/WRMSR).
+//! - [`provider`]: the session's evidence from the platform (SNP report, TDX quote) and SNP
+//!   derived keys, over a transport the kernel implements with the hardware instructions.
+//! - [`binding`]: the deployment configuration checked against HOST_DATA / MRCONFIGID of the
+//!   enclave's own evidence.
 
 pub mod binding;
 pub mod insn;
+pub mod provider;
 pub mod snp;
 pub mod tdx;

@@ -138,4 +138,4 @@ mod tests {
 }
 
 #[cfg(test)]
-mod simulated_psp;
+pub(crate) mod simulated_psp;

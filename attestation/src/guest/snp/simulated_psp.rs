@@ -10,18 +10,18 @@ use super::messages::{self, KeyRequest, ReportRequest, ResponseError, RootKey};
 use crate::evidence::snp::{REPORT_SIZE, SnpReport};
 use sha2::{Digest, Sha256};
 
-const VMPCK: [u8; 32] = [0x42; 32];
+pub(crate) const VMPCK: [u8; 32] = [0x42; 32];
 const MEASUREMENT: [u8; 48] = [0x6D; 48];
 const HOST_DATA: [u8; 32] = [0x4D; 32];
 
 /// Firmware errors the simulated PSP reports instead of a response.
 #[derive(Debug, PartialEq, Eq)]
-enum PspRefusal {
+pub(crate) enum PspRefusal {
     Unauthentic,
     BadSequence,
 }
 
-struct SimulatedPsp {
+pub(crate) struct SimulatedPsp {
     key: [u8; 32],
     last_seqno: u64,
     chip_secret: [u8; 32],
@@ -30,7 +30,7 @@ struct SimulatedPsp {
 }
 
 impl SimulatedPsp {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             key: VMPCK,
             last_seqno: 0,
@@ -39,7 +39,7 @@ impl SimulatedPsp {
         }
     }
 
-    fn handle(
+    pub(crate) fn handle(
         &mut self,
         request: &[u8; MESSAGE_PAGE_SIZE],
     ) -> Result<[u8; MESSAGE_PAGE_SIZE], PspRefusal> {

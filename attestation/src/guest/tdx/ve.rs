@@ -45,7 +45,7 @@ pub enum VeAction {
     Hlt,
     Rdmsr,
     Wrmsr,
-    /// Port I/O of `size` bytes; `immediate` tells the port came from the instruction.
+    /// Port I/O of `size` bytes (the port comes from the exit qualification, whichever form).
     Io {
         port: u16,
         size: u8,
