@@ -8,7 +8,13 @@
 //!
 //! So the device only ever sees pool pages, private memory is never referenced by a descriptor,
 //! and what the driver looks at afterwards is a private copy it can validate without the host
-//! changing it underneath. On SNP/TDX the pool pages are the shared ones (the platform converted
+//! changing it underneath.
+//!
+//! Bounce pages the device wrote into (device-to-driver buffers) are kept as spares and reused
+//! for the next buffer of the same size without being zeroed or scrubbed: they only ever held
+//! bytes the host wrote, never private data, and skipping the two extra passes over every large
+//! disk read matters under TCG. Pages that held private data (driver-to-device buffers) are
+//! scrubbed when freed, as the pool does for every free. On SNP/TDX the pool pages are the shared ones (the platform converted
 //! them at boot), so nothing here depends on the platform.
 //!
 //! `Hal` methods are associated functions, so the pool is found through a [`PoolSource`]: the
@@ -17,6 +23,7 @@
 use crate::mm::address::PAGE_SIZE;
 use crate::mm::shared_pool::{SharedBuffer, SharedPool};
 use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::ptr::NonNull;
 use spin::Mutex;
@@ -25,13 +32,21 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 /// Pool pages handed to a device, by device address.
 pub struct BounceTable {
     buffers: BTreeMap<PhysAddr, OwnedBuffer>,
+    /// Device-written bounce buffers kept for reuse (see the module documentation).
+    spares: Vec<OwnedBuffer>,
 }
+
+/// Most pages kept as spares: one large disk request and a few small buffers.
+const MAX_SPARE_PAGES: usize = 512;
+/// Most spare buffers kept.
+const MAX_SPARES: usize = 16;
 
 impl BounceTable {
     /// An empty table (usable in a `static`).
     pub const fn new() -> Self {
         Self {
             buffers: BTreeMap::new(),
+            spares: Vec::new(),
         }
     }
 
@@ -44,6 +59,30 @@ impl BounceTable {
     pub fn is_empty(&self) -> bool {
         self.buffers.is_empty()
     }
+
+    /// Pages held as spares.
+    pub fn spare_pages(&self) -> usize {
+        self.spares.iter().map(|b| pages_of(&b.0)).sum()
+    }
+
+    /// Keeps a device-written buffer for reuse, or drops it (scrub + free) when the spares are
+    /// full.
+    fn keep_spare(&mut self, buffer: SharedBuffer<'static>) {
+        if self.spares.len() < MAX_SPARES
+            && self.spare_pages() + pages_of(&buffer) <= MAX_SPARE_PAGES
+        {
+            self.spares.push(OwnedBuffer(buffer));
+        }
+    }
+
+    fn take_spare(&mut self, pages: usize) -> Option<SharedBuffer<'static>> {
+        let index = self.spares.iter().position(|b| pages_of(&b.0) == pages)?;
+        Some(self.spares.swap_remove(index).0)
+    }
+}
+
+fn pages_of(buffer: &SharedBuffer<'_>) -> usize {
+    buffer.len() / PAGE_SIZE as usize
 }
 
 impl Default for BounceTable {
@@ -77,19 +116,32 @@ pub const fn pages_for(len: usize) -> usize {
     if pages == 0 { 1 } else { pages }
 }
 
-/// Whether the pool of `S` has `pages` free pages now. Drivers check this before queueing a
-/// request, because `Hal::share` has no way to report failure (see [`PoolHal::share`]).
+/// Whether the pool of `S` has `pages` free pages now (spares count: they are given back when
+/// needed). Drivers check this before queueing a request, because `Hal::share` has no way to
+/// report failure (see [`PoolHal::share`]).
 pub fn has_room<S: PoolSource>(pages: usize) -> bool {
-    S::pool().is_some_and(|pool| pool.free_pages() >= pages)
+    S::pool().is_some_and(|pool| pool.free_pages() + S::table().lock().spare_pages() >= pages)
 }
 
 impl<S: PoolSource> PoolHal<S> {
     fn allocate(pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
-        let buffer = S::pool()?.allocate(pages).ok()?;
+        let pool = S::pool()?;
+        let buffer = match pool.allocate(pages) {
+            Ok(buffer) => buffer,
+            Err(_) => {
+                // Give the spares back and try once more.
+                S::table().lock().spares.clear();
+                pool.allocate(pages).ok()?
+            }
+        };
+        Some(Self::hand_out(buffer))
+    }
+
+    fn hand_out(buffer: SharedBuffer<'static>) -> (PhysAddr, NonNull<u8>) {
         let phys = buffer.phys().as_u64();
         let ptr = buffer.as_ptr();
         S::table().lock().buffers.insert(phys, OwnedBuffer(buffer));
-        Some((phys, ptr))
+        (phys, ptr)
     }
 
     fn take(phys: PhysAddr) -> Option<SharedBuffer<'static>> {
@@ -122,7 +174,17 @@ unsafe impl<S: PoolSource> Hal for PoolHal<S> {
 
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
         let len = buffer.len();
-        let Some((phys, _)) = Self::allocate(pages_for(len)) else {
+        let pages = pages_for(len);
+        let spare = if direction == BufferDirection::DeviceToDriver {
+            S::table().lock().take_spare(pages)
+        } else {
+            None
+        };
+        let bounce = match spare {
+            Some(spare) => Some(Self::hand_out(spare)),
+            None => Self::allocate(pages),
+        };
+        let Some((phys, _)) = bounce else {
             // Unreachable while drivers keep their promise to check `has_room` first (one CPU,
             // no interrupts: nothing allocates in between). Returning any address would let the
             // device write to memory it was never given, so stop instead.
@@ -158,7 +220,11 @@ unsafe impl<S: PoolSource> Hal for PoolHal<S> {
             let len = destination.len().min(bounce.len());
             let _ = bounce.copy_out(0, &mut destination[..len]);
         }
-        // `bounce` drops here: scrubbed and returned to the pool.
+        if direction == BufferDirection::DeviceToDriver {
+            // Only host-written bytes in it: kept for reuse without scrubbing.
+            S::table().lock().keep_spare(bounce);
+        }
+        // Otherwise `bounce` drops here: scrubbed and returned to the pool.
     }
 }
 
@@ -207,11 +273,15 @@ mod tests {
 
     type TestHal = PoolHal<TestPool>;
 
+    /// Free pages, counting spares (which are given back on demand).
+    fn available() -> usize {
+        TestPool::pool().unwrap().free_pages() + TestPool::table().lock().spare_pages()
+    }
+
     #[test]
-    fn share_bounces_and_unshare_copies_back() {
+    fn driver_to_device_buffers_are_bounced_then_scrubbed_and_freed() {
         let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let pool = TestPool::pool().unwrap();
-        let free = pool.free_pages();
+        let before = available();
         // Devices in other tests may have left buffers behind on purpose (a failed device's).
         let outstanding = TestPool::table().lock().len();
         let mut private = [7u8; 5000];
@@ -223,23 +293,56 @@ mod tests {
             private.as_ptr() as u64,
             "the device gets a bounce copy"
         );
-        assert_eq!(pool.free_pages(), free - 2);
+        assert_eq!(available(), before - 2);
         // The device sees the bytes at the bounce address (identity in the test pool).
         // SAFETY: the test pool's device addresses are its virtual addresses.
         let seen = unsafe { core::slice::from_raw_parts(phys as *const u8, 5000) };
         assert!(seen.iter().all(|&b| b == 7));
-        // SAFETY: as above; pretend the device wrote a reply.
-        unsafe { (phys as *mut u8).write_bytes(9, 10) };
         // SAFETY: the same buffer as shared.
-        unsafe { TestHal::unshare(phys, original, BufferDirection::DeviceToDriver) };
-        assert_eq!(&private[..10], &[9; 10]);
-        assert_eq!(private[10], 7);
-        assert_eq!(pool.free_pages(), free);
+        unsafe { TestHal::unshare(phys, original, BufferDirection::DriverToDevice) };
+        assert_eq!(available(), before);
+        // SAFETY: the pages are back in the (test) pool, still mapped; reading them is fine.
+        let scrubbed = unsafe { core::slice::from_raw_parts(phys as *const u8, 5000) };
+        assert!(scrubbed.iter().all(|&b| b == 0), "private bytes scrubbed");
         assert_eq!(TestPool::table().lock().len(), outstanding);
         // Unknown addresses are ignored rather than trusted.
         // SAFETY: nothing is shared at 0x1000; `unshare` must do nothing.
         unsafe { TestHal::unshare(0x1000, original, BufferDirection::DeviceToDriver) };
-        assert_eq!(private[0], 9);
+        assert_eq!(private[0], 7);
+    }
+
+    #[test]
+    fn device_to_driver_buffers_are_copied_back_and_reused() {
+        let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+        let before = available();
+        let mut private = [1u8; 8192];
+        let original = NonNull::from(&mut private[..]);
+        // SAFETY: `private` outlives the share/unshare pair and is not touched in between.
+        let phys = unsafe { TestHal::share(original, BufferDirection::DeviceToDriver) };
+        // SAFETY: the test pool's device addresses are its virtual addresses: the "device"
+        // writes its reply.
+        unsafe { (phys as *mut u8).write_bytes(9, 8192) };
+        // SAFETY: the same buffer as shared.
+        unsafe { TestHal::unshare(phys, original, BufferDirection::DeviceToDriver) };
+        assert!(private.iter().all(|&b| b == 9));
+        assert_eq!(available(), before, "a spare counts as available");
+        // The same size gets the spare back, unzeroed: it only ever held device bytes.
+        let mut again = [0u8; 8000];
+        let again_ptr = NonNull::from(&mut again[..]);
+        // SAFETY: as above.
+        let reused = unsafe { TestHal::share(again_ptr, BufferDirection::DeviceToDriver) };
+        assert_eq!(reused, phys);
+        // SAFETY: as above.
+        unsafe { TestHal::unshare(reused, again_ptr, BufferDirection::DeviceToDriver) };
+        // A driver-to-device buffer never takes a spare (private bytes would land in it).
+        let mut out = [5u8; 8192];
+        let out_ptr = NonNull::from(&mut out[..]);
+        // SAFETY: as above.
+        let fresh = unsafe { TestHal::share(out_ptr, BufferDirection::DriverToDevice) };
+        assert_ne!(fresh, phys);
+        // SAFETY: as above.
+        unsafe { TestHal::unshare(fresh, out_ptr, BufferDirection::DriverToDevice) };
+        assert_eq!(available(), before);
     }
 
     #[test]
@@ -250,7 +353,8 @@ mod tests {
         let (phys, ptr) = TestHal::dma_alloc(3, BufferDirection::Both);
         assert_eq!(phys, ptr.as_ptr() as u64);
         assert_eq!(pool.free_pages(), free - 3);
-        assert!(has_room::<TestPool>(free - 3) && !has_room::<TestPool>(free - 2));
+        let room = available();
+        assert!(has_room::<TestPool>(room) && !has_room::<TestPool>(room + 1));
         // SAFETY: the region was just allocated and is not in use.
         assert_eq!(unsafe { TestHal::dma_dealloc(phys, ptr, 3) }, 0);
         // SAFETY: already freed: must be refused, not double-freed.
