@@ -261,3 +261,25 @@ fn mismatched_shapes_are_errors() {
     assert!(PackedMatrix::from_rows(TensorType::Q8_0, 2, 32, &[0u8; 67]).is_err());
     assert!(PackedMatrix::from_rows(TensorType::Q4_1, 1, 31, &[0u8; 20]).is_err());
 }
+
+#[test]
+fn activation_quantization_is_the_same_at_every_level() {
+    let mut rng = Rng(99);
+    for edge in [false, true] {
+        let x = random_activations(&mut rng, 9, 96, edge);
+        let mut portable = Activations::new(9, 96);
+        assert!(portable.load(&x, 9));
+        for level in levels() {
+            let mut simd = Activations::with_level(9, 96, level);
+            assert!(simd.load(&x, 9));
+            for t in 0..9 {
+                assert_eq!(
+                    simd.blocks(t),
+                    portable.blocks(t),
+                    "{} edge={edge}",
+                    level.name()
+                );
+            }
+        }
+    }
+}

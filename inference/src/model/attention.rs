@@ -13,7 +13,6 @@
 
 use super::math::reduce16;
 use crate::cpu::SimdLevel;
-use crate::quant::{f16_bits_to_f32, f32_to_f16_bits};
 
 /// Which of llama.cpp's summation orders to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,11 +97,6 @@ impl AttentionScratch {
             partial: alloc::vec![0.0; 80 * head_dim],
         }
     }
-}
-
-/// Rounds through f16, as the KV cache and llama.cpp's f16 matrix products do.
-pub fn round_f16(x: f32) -> f32 {
-    f16_bits_to_f32(f32_to_f16_bits(x))
 }
 
 /// One query head at position `pos` over `keys`/`values` (`[position][head_dim]`, values already
@@ -191,7 +185,7 @@ fn attend_generic<F: super::math::Fma>(
     let head_dim = query.len();
     let valid = pos + 1;
     for (q16, &q) in scratch.query.iter_mut().zip(query) {
-        *q16 = round_f16(q);
+        *q16 = F::round_f16(q);
     }
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
     let mut max = f32::NEG_INFINITY;
@@ -213,7 +207,7 @@ fn attend_generic<F: super::math::Fma>(
     );
     let inverse = (1.0 / sum) as f32;
     for p in 0..valid {
-        scratch.probs_f16[p] = round_f16(scratch.probs[p] * inverse);
+        scratch.probs_f16[p] = F::round_f16(scratch.probs[p] * inverse);
     }
     // Output element d is Σ_p prob[p] * v[p][d] in the order above. Positions accumulate into
     // per-lane partial rows (lane = position mod 16 or 64), so every loop runs over d, which is

@@ -8,18 +8,26 @@
 use crate::cpu::SimdLevel;
 use libm::fmaf;
 
-/// A fused multiply-add rounding once.
+/// The two scalar operations whose fast form needs an instruction-set extension: a fused
+/// multiply-add rounding once, and rounding through f16 (round to nearest even). Both are exact
+/// operations, so every implementation gives the same bits.
 pub trait Fma {
     fn fma(a: f32, b: f32, c: f32) -> f32;
+    fn round_f16(x: f32) -> f32;
 }
 
-/// Software FMA (portable).
+/// Software FMA and f16 conversion (portable).
 pub struct SoftFma;
 
 impl Fma for SoftFma {
     #[inline(always)]
     fn fma(a: f32, b: f32, c: f32) -> f32 {
         fmaf(a, b, c)
+    }
+
+    #[inline(always)]
+    fn round_f16(x: f32) -> f32 {
+        crate::quant::f16_bits_to_f32(crate::quant::f32_to_f16_bits(x))
     }
 }
 
@@ -35,6 +43,14 @@ impl Fma for HardFma {
         // SAFETY: `HardFma` is only instantiated in `#[target_feature(enable = "fma")]`
         // functions, which are only called after CPUID reported FMA.
         unsafe { _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c))) }
+    }
+
+    #[inline(always)]
+    fn round_f16(x: f32) -> f32 {
+        use core::arch::x86_64::{_mm_cvtph_ps, _mm_cvtps_ph, _mm_cvtss_f32, _mm_set_ss};
+        // SAFETY: as for `fma`: only in functions compiled with F16C, which every SIMD level
+        // has. Rounding mode 0 is round to nearest even, as in the software conversion.
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<0>(_mm_set_ss(x)))) }
     }
 }
 
@@ -108,6 +124,13 @@ fn swiglu_generic<F: Fma>(gate: &[f32], up: &[f32], out: &mut [f32]) {
     }
 }
 
+#[inline(always)]
+fn round_f16_slice_generic<F: Fma>(source: &[f32], out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(source) {
+        *o = F::round_f16(x);
+    }
+}
+
 /// Rotates adjacent pairs `(v[2i], v[2i+1])` by the angles whose cos/sin are `cos_sin[i]`
 /// (llama.cpp's "normal" RoPE mode), with the products contracted as C compilers emit them.
 #[inline(always)]
@@ -159,6 +182,11 @@ pub(super) fn softmax_exp_generic<F: Fma>(
 mod hard {
     use super::HardFma;
 
+    #[target_feature(enable = "fma,avx2,f16c")]
+    pub fn round_f16_slice(source: &[f32], out: &mut [f32]) {
+        super::round_f16_slice_generic::<HardFma>(source, out)
+    }
+
     #[target_feature(enable = "fma,avx2")]
     pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
         super::swiglu_generic::<HardFma>(gate, up, out)
@@ -191,6 +219,16 @@ impl Math {
             return unsafe { hard::swiglu(gate, up, out) };
         }
         swiglu_generic::<SoftFma>(gate, up, out)
+    }
+
+    /// `out[i] = source[i]` rounded through f16.
+    pub fn round_f16_slice(&self, source: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.hardware_fma {
+            // SAFETY: every SIMD level includes F16C and FMA (checked when it was selected).
+            return unsafe { hard::round_f16_slice(source, out) };
+        }
+        round_f16_slice_generic::<SoftFma>(source, out)
     }
 
     pub fn rope(&self, v: &mut [f32], cos_sin: &[(f32, f32)]) {

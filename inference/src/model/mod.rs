@@ -23,10 +23,11 @@ pub use error::ModelError;
 pub use trig::sincosf;
 pub use weights::{LayerWeights, Weights};
 
+use crate::cpu::SimdLevel;
 use crate::gguf::Gguf;
 use crate::kernels::{Activations, AlignedF32, Kernels, PackedMatrix};
 use alloc::vec::Vec;
-use attention::{AttentionScratch, attend, padded_kv_len, round_f16};
+use attention::{AttentionScratch, attend, padded_kv_len};
 use math::{Math, rms_norm, rope_angles};
 
 /// A loaded model: hyper-parameters, packed weights and the kernels that run them.
@@ -66,7 +67,12 @@ impl Model {
     /// A fresh context holding up to `capacity` positions, processing up to `max_batch` tokens
     /// per step (longer inputs are split into steps of that size).
     pub fn new_context(&self, capacity: usize, max_batch: usize) -> Context {
-        Context::new(&self.config, capacity.max(1), max_batch.max(1))
+        Context::new(
+            &self.config,
+            self.kernels.level(),
+            capacity.max(1),
+            max_batch.max(1),
+        )
     }
 
     /// Appends `tokens` to the context's sequence and returns the logits after the last one.
@@ -148,7 +154,7 @@ impl Model {
                 {
                     self.math.rope(head, angles);
                 }
-                ctx.store_kv(layer_index, start + t, t);
+                ctx.store_kv(&self.math, layer_index, start + t, t);
             }
             for t in 0..n {
                 let pos = start + t;
@@ -280,7 +286,7 @@ pub struct Context {
 }
 
 impl Context {
-    fn new(c: &LlamaConfig, capacity: usize, max_batch: usize) -> Self {
+    fn new(c: &LlamaConfig, level: SimdLevel, capacity: usize, max_batch: usize) -> Self {
         let cache = c.n_layers * c.kv_dim() * capacity;
         let f = |per_token: usize| AlignedF32::zeroed(max_batch * per_token);
         Self {
@@ -302,10 +308,10 @@ impl Context {
             gate: f(c.ffn_dim),
             up: f(c.ffn_dim),
             hidden: f(c.ffn_dim),
-            act_dim: Activations::new(max_batch, c.dim),
-            act_q: Activations::new(max_batch, c.q_dim()),
-            act_ffn: Activations::new(max_batch, c.ffn_dim),
-            act_out: Activations::new(1, c.dim),
+            act_dim: Activations::with_level(max_batch, c.dim, level),
+            act_q: Activations::with_level(max_batch, c.q_dim(), level),
+            act_ffn: Activations::with_level(max_batch, c.ffn_dim, level),
+            act_out: Activations::with_level(1, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_batch * c.head_dim / 2],
             scratch: AttentionScratch::new(capacity, c.head_dim),
             logits: alloc::vec![0.0; c.vocab_size],
@@ -338,16 +344,18 @@ impl Context {
         ((layer * self.n_kv_heads + kv_head) * self.capacity + pos) * self.head_dim
     }
 
-    /// Writes token `t` of the step (at position `pos`) into the cache as f16.
-    fn store_kv(&mut self, layer: usize, pos: usize, t: usize) {
+    /// Writes token `t` of the step (at position `pos`) into the cache, rounded through f16.
+    fn store_kv(&mut self, math: &Math, layer: usize, pos: usize, t: usize) {
         let kv_dim = self.n_kv_heads * self.head_dim;
         for head in 0..self.n_kv_heads {
             let at = self.cache_offset(layer, head, pos);
-            let source = t * kv_dim + head * self.head_dim;
-            for d in 0..self.head_dim {
-                self.keys[at + d] = round_f16(self.k.as_slice()[source + d]);
-                self.values[at + d] = round_f16(self.v.as_slice()[source + d]);
-            }
+            let source = t * kv_dim + head * self.head_dim..t * kv_dim + (head + 1) * self.head_dim;
+            let rows = at..at + self.head_dim;
+            math.round_f16_slice(
+                &self.k.as_slice()[source.clone()],
+                &mut self.keys[rows.clone()],
+            );
+            math.round_f16_slice(&self.v.as_slice()[source], &mut self.values[rows]);
         }
     }
 }

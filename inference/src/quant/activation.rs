@@ -27,6 +27,21 @@ fn round_half_even(x: f32) -> f32 {
 
 /// Quantizes `x` (a multiple of 32 long) into `out` (one block per 32 values).
 pub fn quantize_row_q8(x: &[f32], out: &mut [ActivationBlock]) {
+    quantize_generic(x, out)
+}
+
+/// [`quantize_row_q8`] compiled for AVX2 (same arithmetic, so the same bits, in wider registers).
+///
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+pub unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [ActivationBlock]) {
+    quantize_generic(x, out)
+}
+
+#[inline(always)]
+fn quantize_generic(x: &[f32], out: &mut [ActivationBlock]) {
     for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
         let mut max = 0.0f32;
         for &v in values {
