@@ -71,6 +71,9 @@ pub struct Config {
     /// Test-only: run the device self-check (disk hash, vsock echo) at boot; `false` in every
     /// real deployment.
     pub test_devices: bool,
+    /// Test-only: report the boot and exit instead of serving; `false` in every real
+    /// deployment.
+    pub test_boot_only: bool,
 }
 
 impl Config {
@@ -84,6 +87,7 @@ impl Config {
             cadence_ms: DEFAULT_CADENCE_MS,
             test_fault: None,
             test_devices: false,
+            test_boot_only: false,
         }
     }
 
@@ -137,6 +141,7 @@ impl Config {
                     config.test_fault = Some(TestFault::parse(name).ok_or(bad)?);
                 }
                 Key::TestDevices => config.test_devices = parse_bool(value).ok_or(bad)?,
+                Key::TestBootOnly => config.test_boot_only = parse_bool(value).ok_or(bad)?,
             }
         }
         config.min_model_version =
@@ -164,6 +169,9 @@ impl fmt::Display for Config {
         }
         if self.test_devices {
             writeln!(f, "test_devices = true")?;
+        }
+        if self.test_boot_only {
+            writeln!(f, "test_boot_only = true")?;
         }
         Ok(())
     }
@@ -238,10 +246,11 @@ enum Key {
     CadenceMs,
     TestFault,
     TestDevices,
+    TestBootOnly,
 }
 
 impl Key {
-    const ALL: [Key; 7] = [
+    const ALL: [Key; 8] = [
         Key::MinModelVersion,
         Key::ReleaseServerPublic,
         Key::Slots,
@@ -249,6 +258,7 @@ impl Key {
         Key::CadenceMs,
         Key::TestFault,
         Key::TestDevices,
+        Key::TestBootOnly,
     ];
 
     fn name(self) -> &'static str {
@@ -260,6 +270,7 @@ impl Key {
             Self::CadenceMs => "cadence_ms",
             Self::TestFault => "test_fault",
             Self::TestDevices => "test_devices",
+            Self::TestBootOnly => "test_boot_only",
         }
     }
 
@@ -271,7 +282,7 @@ impl Key {
             Self::Queue => "an integer 0..=1024",
             Self::CadenceMs => "an integer 0..=10000",
             Self::TestFault => "\"guard-page\" or \"panic\"",
-            Self::TestDevices => "true or false",
+            Self::TestDevices | Self::TestBootOnly => "true or false",
         }
     }
 

@@ -24,6 +24,7 @@ pub mod platform;
 pub mod report;
 #[cfg(target_os = "none")]
 pub mod serial;
+pub mod service;
 
 /// The kernel's version, printed in the banner.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -83,10 +83,12 @@ impl Drop for TempDir {
     }
 }
 
-/// A development configuration (RFC 7748 test key), with `test_fault` if given.
+/// A development configuration (RFC 7748 test key) for boot tests: the kernel reports its boot
+/// and exits instead of serving (`test_boot_only`), with `test_fault` if given.
 pub fn dev_config(test_fault: Option<TestFault>) -> Config {
     let mut config = Config::new(1, DEV_KEY_RELEASE_PUBLIC_KEY);
     config.test_fault = test_fault;
+    config.test_boot_only = true;
     config
 }
 

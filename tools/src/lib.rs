@@ -4,3 +4,4 @@
 pub mod client;
 pub mod image;
 pub mod qemu;
+pub mod tiny_model;

@@ -31,6 +31,15 @@ enum Command {
     Measure(cmd::measure::Args),
     /// Verify SEV-SNP reports and TDX quotes.
     Verify(cmd::verify::Args),
+    /// Ask an enclave a question over an attested, encrypted session; streams the answer.
+    Chat(cmd::chat::Args),
+    /// Release a sealed model's key to an attested enclave (model owner).
+    ReleaseKey(cmd::release_key::Args),
+    /// Generate the key-release server's X25519 key pair.
+    Keygen(cmd::keygen::Args),
+    /// The whole job on this machine: seal the default model, boot the enclave, release the key,
+    /// ask one question, print the answer and timings.
+    Demo(cmd::demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +53,10 @@ fn main() -> ExitCode {
         Command::Seal(args) => cmd::seal::run(args),
         Command::Measure(args) => cmd::measure::run(args),
         Command::Verify(args) => cmd::verify::run(args),
+        Command::Chat(args) => cmd::chat::run(args),
+        Command::ReleaseKey(args) => cmd::release_key::run(args),
+        Command::Keygen(args) => cmd::keygen::run(args),
+        Command::Demo(args) => cmd::demo::run(args),
     };
     match result {
         Ok(code) => code,

@@ -11,3 +11,7 @@ mod transport;
 pub use address::{Address, AddressError};
 pub use connection::{Answer, ClientError, Connection, os_rng};
 pub use transport::{Stream, connect};
+
+/// The vsock port Ward's service listens on (`ward_kernel::service::SERVICE_PORT`; the end-to-end
+/// tests check they agree).
+pub const SERVICE_PORT: u32 = 5000;

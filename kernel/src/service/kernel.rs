@@ -1,0 +1,147 @@
+//! The service on the machine: the [`io`](super::io) traits over the kernel's virtio devices
+//! and the TSC, the DRBG, the evidence provider, and the loop that never returns.
+
+use super::io::{Clock, Disk, SocketError, Sockets};
+use super::serve::{SERVICE_PORT, Service, ServiceParams};
+use crate::arch::tsc;
+use crate::drivers::virtio::blk::BlockDevice;
+use crate::drivers::virtio::pci::transport::PciTransport;
+use crate::drivers::virtio::vsock::{ConnectionId, Vsock, VsockError};
+use crate::drivers::virtio::{Devices, KernelPool};
+use crate::mm::heap;
+use crate::platform::Platform;
+use crate::report::Hex;
+use alloc::boxed::Box;
+use alloc::string::{String, ToString};
+use log::{error, info};
+use rand_chacha::ChaCha20Rng;
+use rand_chacha::rand_core::SeedableRng;
+use ward_attestation::config::Config;
+use ward_attestation::protocol::SimulatedAttester;
+use ward_bootinfo::{BootInfo, MeasurementKind};
+use ward_inference::kernels::Kernels;
+
+struct VsockSockets(Vsock<KernelPool, PciTransport>);
+
+impl Sockets for VsockSockets {
+    type Id = ConnectionId;
+
+    fn poll(&mut self) -> Result<(), SocketError> {
+        self.0
+            .poll()
+            .map_err(|e| SocketError::Device(e.to_string()))
+    }
+
+    fn accept(&mut self) -> Option<ConnectionId> {
+        self.0.accept()
+    }
+
+    fn recv(&mut self, id: ConnectionId, buffer: &mut [u8]) -> Result<usize, SocketError> {
+        self.0.recv(id, buffer).map_err(socket_error)
+    }
+
+    fn send(&mut self, id: ConnectionId, data: &[u8]) -> Result<usize, SocketError> {
+        self.0.send(id, data).map_err(socket_error)
+    }
+
+    fn close(&mut self, id: ConnectionId) {
+        // Already gone is fine: the peer may have reset it first.
+        let _ = self.0.close(id);
+    }
+}
+
+fn socket_error(error: VsockError) -> SocketError {
+    match error {
+        VsockError::NotConnected | VsockError::Closed(_) => SocketError::Closed,
+        other => SocketError::Device(other.to_string()),
+    }
+}
+
+struct BlockDisk(BlockDevice<KernelPool, PciTransport>);
+
+impl Disk for BlockDisk {
+    fn capacity_bytes(&self) -> u64 {
+        self.0.capacity_bytes()
+    }
+
+    fn read(&mut self, sector: u64, buffer: &mut [u8]) -> Result<(), String> {
+        self.0.read(sector, buffer).map_err(|e| e.to_string())
+    }
+}
+
+struct TscClock;
+
+impl Clock for TscClock {
+    fn now_micros(&self) -> u64 {
+        tsc::micros_since_start()
+    }
+}
+
+/// What the service needs from the boot.
+pub struct Boot<'a> {
+    /// The loader's hand-over (measurement log).
+    pub info: &'a BootInfo,
+    /// The deployment configuration's exact bytes.
+    pub config_bytes: &'a [u8],
+    /// The same, parsed.
+    pub config: Config,
+}
+
+/// Why the service could not start.
+pub fn start_error(what: &str) -> ! {
+    error!("service: {what}");
+    crate::exit::exit(crate::exit::ExitCode::SetupFailed)
+}
+
+/// Runs the service forever. Only a failure of the vsock device ends it (with an error exit).
+pub fn run(devices: Devices, boot: Boot<'_>, platform: &dyn Platform) -> ! {
+    let Some(mut vsock) = devices.vsock else {
+        start_error("no virtio-vsock device: nothing to serve on")
+    };
+    if let Err(e) = vsock.listen(SERVICE_PORT) {
+        start_error(&alloc::format!("listening on port {SERVICE_PORT}: {e}"));
+    }
+    let mut seed = match platform.random_seed() {
+        Ok(seed) => seed,
+        Err(e) => start_error(&alloc::format!("no randomness: {e}")),
+    };
+    let mut rng = ChaCha20Rng::from_seed(seed);
+    seed.fill(0);
+
+    let measurement = |kind| {
+        boot.info
+            .measurements
+            .find(kind)
+            .map_or([0u8; 48], |m| m.sha384)
+    };
+    let image = measurement(MeasurementKind::FirmwareImage);
+    let kernel = measurement(MeasurementKind::KernelElf);
+    let mut build_id = [0u8; 32];
+    build_id.copy_from_slice(&kernel[..32]);
+    let evidence = SimulatedAttester::new(&mut rng, image, boot.config_bytes);
+
+    let (_, free) = heap::usage();
+    let free = free as u64;
+    let params = ServiceParams {
+        build_id,
+        config_bytes: boot.config_bytes.to_vec(),
+        config: boot.config,
+        kernels: Kernels::detect(),
+        max_plaintext: free / 2,
+        max_slot_memory: free / 4,
+    };
+    info!(
+        "service: listening on vsock port {SERVICE_PORT} (simulated evidence, measurement {}, kernels {}), no model loaded until a key is released",
+        Hex(&image),
+        params.kernels.level().name()
+    );
+    let disk: Option<Box<dyn Disk>> = devices
+        .block
+        .map(|block| Box::new(BlockDisk(block)) as Box<dyn Disk>);
+    let mut service = Service::new(VsockSockets(vsock), disk, TscClock, evidence, rng, params);
+    loop {
+        if let Err(e) = service.run_once() {
+            start_error(&alloc::format!("vsock failed: {e}"));
+        }
+    }
+}

@@ -1,0 +1,678 @@
+//! End-to-end tests of the main job (issue 4): the enclave boots under QEMU with a sealed model
+//! on its virtio disk, receives the model key through an attested key release, and answers over
+//! attested, encrypted vsock sessions — driven by the `ward` binary (`target/release/ward`, built
+//! by the same `cargo run --release -p ward-tools -- build` that builds the image, or
+//! `$WARD_BIN`) and by the client library.
+//!
+//! A tiny generated model (`ward_tools::tiny_model`) keeps the guest fast under TCG; one test
+//! uses the real default model with a short answer. VMs are booted one at a time.
+//!
+//! - `served_enclave`: simulated evidence refused without `--allow-simulated`; "no model loaded"
+//!   before the release; a release sealed by another key-release server refused; a wrong model
+//!   key refused ("model not loaded: ..."), then the right one accepted (`ward release-key`);
+//!   a greedy answer identical to `ward generate`'s; "busy" beyond slots + queue while the others
+//!   are served; replayed, reordered and truncated records (man-in-the-middle relay) reported by
+//!   the client; every record on the wire the same size for a short and a long answer.
+//! - `tampered_disks_and_rollback_are_refused`: a flipped byte in the header and in a middle
+//!   chunk, and a version below the configured minimum, each leave only "model not loaded:
+//!   <reason>".
+//! - `default_model_answers`: SmolLM2 inside the enclave gives `ward generate`'s greedy tokens.
+
+use rand_chacha::rand_core::Rng;
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Mutex;
+use std::thread;
+use std::time::Duration;
+use ward_attestation::config::Config;
+use ward_attestation::keyrelease::ReleaseKeyPair;
+use ward_attestation::protocol::{
+    ClientParams, ErrorCode, NoHardwareVerifier, ProtocolError, Purpose, RECORD_WIRE_LEN, Request,
+};
+use ward_attestation::sealed::{ModelKey, seal_image};
+use ward_tests::{TempDir, accel, image, workspace_root};
+use ward_tools::client::{Address, ClientError, Connection, SERVICE_PORT, connect, os_rng};
+use ward_tools::qemu::{RunningVm, SerialSink, VmConfig};
+use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
+
+const LISTENING: &str = "service: listening on vsock port";
+const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
+const IO_TIMEOUT: Duration = Duration::from_secs(300);
+/// The tiny model's sealed version.
+const TINY_VERSION: u64 = 3;
+
+static VM_LOCK: Mutex<()> = Mutex::new(());
+
+/// The `ward` binary.
+fn ward_bin() -> PathBuf {
+    let path = std::env::var_os("WARD_BIN").map_or_else(
+        || workspace_root().join("target/release/ward"),
+        PathBuf::from,
+    );
+    assert!(
+        path.exists(),
+        "{} does not exist: `cargo run --release -p ward-tools -- build` builds it (or set WARD_BIN)",
+        path.display()
+    );
+    path
+}
+
+fn ward(args: &[&str]) -> Output {
+    let output = Command::new(ward_bin())
+        .args(args)
+        .output()
+        .expect("run ward");
+    eprintln!(
+        "$ ward {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("UTF-8 temporary path")
+}
+
+/// Model owner's files: the GGUF, its sealed disk, the model key, the key-release key pair.
+struct Owner {
+    dir: TempDir,
+    gguf: PathBuf,
+    disk: PathBuf,
+    key_file: PathBuf,
+    key: ModelKey,
+    sender_file: PathBuf,
+    sender: ReleaseKeyPair,
+}
+
+impl Owner {
+    /// Seals `gguf` (version `version`) after `tamper` changed the sealed image.
+    fn new(tag: &str, gguf: Vec<u8>, version: u64, tamper: impl FnOnce(&mut Vec<u8>)) -> Self {
+        let dir = TempDir::new(tag);
+        let gguf_path = dir.path().join("model.gguf");
+        std::fs::write(&gguf_path, &gguf).unwrap();
+        let mut key_bytes = [0u8; 32];
+        os_rng().unwrap().fill_bytes(&mut key_bytes);
+        let key = ModelKey::from_bytes(key_bytes);
+        let mut image = seal_image(&key, "ward-tiny", version, 64 << 10, [5; 7], &gguf).unwrap();
+        tamper(&mut image);
+        let disk = dir.path().join("model.disk");
+        std::fs::write(&disk, &image).unwrap();
+        let key_file = dir.path().join("model.key");
+        std::fs::write(&key_file, key_bytes).unwrap();
+        let sender_file = dir.path().join("release.key");
+        let keygen = ward(&["keygen", "--out", path_str(&sender_file)]);
+        assert!(keygen.status.success());
+        let secret: [u8; 32] = std::fs::read(&sender_file).unwrap().try_into().unwrap();
+        let sender = ReleaseKeyPair::from_secret_bytes(&secret).unwrap();
+        let printed = String::from_utf8_lossy(&keygen.stdout).into_owned();
+        assert!(printed.contains(&hex(&sender.public_bytes())), "{printed}");
+        Self {
+            dir,
+            gguf: gguf_path,
+            disk,
+            key_file,
+            key,
+            sender_file,
+            sender,
+        }
+    }
+
+    /// A deployment configuration naming this owner's key-release server.
+    fn config(&self, min_version: u32, extra: impl FnOnce(&mut Config)) -> PathBuf {
+        let mut config = Config::new(min_version, self.sender.public_bytes());
+        extra(&mut config);
+        let path = self.dir.path().join("ward.conf");
+        std::fs::write(&path, config.to_string()).unwrap();
+        path
+    }
+}
+
+/// A booted enclave.
+struct Enclave {
+    vm: RunningVm,
+    address: Address,
+    uds: PathBuf,
+    _serialised: std::sync::MutexGuard<'static, ()>,
+}
+
+impl Enclave {
+    fn boot(config: &Path, disk: &Path, memory_mib: u32) -> Self {
+        let serialised = VM_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let mut vm_config = VmConfig::new(image());
+        vm_config.config = Some(config.to_path_buf());
+        vm_config.disk = Some(disk.to_path_buf());
+        vm_config.vsock = true;
+        vm_config.memory_mib = memory_mib;
+        vm_config.accel = accel();
+        let mut vm = RunningVm::launch(&vm_config, SerialSink::Discard).expect("launch QEMU");
+        let listening = vm.wait_for_line(LISTENING, BOOT_TIMEOUT);
+        let uds = vm.uds_path().expect("vsock").to_path_buf();
+        let enclave = Self {
+            vm,
+            address: Address::HybridUnix {
+                path: uds.clone(),
+                port: SERVICE_PORT,
+            },
+            uds,
+            _serialised: serialised,
+        };
+        assert!(listening.is_some(), "{}", enclave.serial());
+        enclave
+    }
+
+    fn addr(&self) -> String {
+        format!("unix://{}:{SERVICE_PORT}", self.uds.display())
+    }
+
+    fn serial(&self) -> String {
+        self.vm
+            .serial_lines()
+            .iter()
+            .map(|l| format!("{}\n", l.text))
+            .collect()
+    }
+}
+
+impl Drop for Enclave {
+    fn drop(&mut self) {
+        self.vm.shutdown();
+        eprintln!("---- enclave serial ----\n{}", self.serial());
+    }
+}
+
+fn chat_params() -> ClientParams {
+    ClientParams {
+        purpose: Purpose::Chat,
+        allow_simulated: true,
+        simulated_measurements: Vec::new(),
+        expected_config: None,
+    }
+}
+
+/// Opens a chat session over `address` (possibly the relay), capturing what is read.
+fn chat_session<'v>(
+    address: &Address,
+    verifier: &'v NoHardwareVerifier,
+) -> Connection<'v, ward_tools::client::Stream> {
+    let stream = connect(address, Duration::from_secs(10)).expect("connect");
+    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut rng = os_rng().unwrap();
+    Connection::handshake(stream, chat_params(), verifier, &mut rng, true)
+        .expect("handshake")
+        .0
+}
+
+fn request(user: &str, max: u32) -> Request {
+    Request {
+        max_new_tokens: max,
+        system: String::new(),
+        user: user.into(),
+    }
+}
+
+/// `ward generate`'s greedy text for `message`.
+fn host_greedy(gguf: &Path, message: &str, max: u32) -> String {
+    let out = ward(&[
+        "generate",
+        "--model",
+        path_str(gguf),
+        "--chat",
+        message,
+        "--max-tokens",
+        &max.to_string(),
+        "--temperature",
+        "0",
+    ]);
+    assert!(out.status.success());
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let start = stdout.find("\"text\":").expect("text field") + "\"text\":".len();
+    json_string(&stdout[start..])
+}
+
+/// Decodes the JSON string literal at the start of `text`.
+fn json_string(text: &str) -> String {
+    let mut chars = text.trim_start().chars();
+    assert_eq!(chars.next(), Some('"'));
+    let mut out = String::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return out,
+            '\\' => match chars.next().unwrap() {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                'r' => out.push('\r'),
+                'b' => out.push('\u{8}'),
+                'f' => out.push('\u{c}'),
+                'u' => {
+                    let code: String = chars.by_ref().take(4).collect();
+                    let mut value = u32::from_str_radix(&code, 16).unwrap();
+                    if (0xd800..0xdc00).contains(&value) {
+                        let low: String = chars.by_ref().skip(2).take(4).collect();
+                        let low = u32::from_str_radix(&low, 16).unwrap();
+                        value = 0x10000 + ((value - 0xd800) << 10) + (low - 0xdc00);
+                    }
+                    out.push(char::from_u32(value).unwrap());
+                }
+                other => out.push(other),
+            },
+            c => out.push(c),
+        }
+    }
+    panic!("unterminated JSON string");
+}
+
+/// What the relay does to the records flowing from the enclave to the client.
+#[derive(Clone, Copy, Debug)]
+enum Attack {
+    /// Send the record at this index (counted from the first record) twice.
+    Replay(usize),
+    /// Swap the records at this index and the next.
+    Reorder(usize),
+    /// Stop forwarding after this many records and close the stream.
+    Truncate(usize),
+}
+
+/// A man-in-the-middle relay on a Unix socket, between the client and the hybrid-vsock socket:
+/// forwards the client's bytes as they are and applies `attack` to the enclave's records.
+fn relay(dir: &Path, uds: &Path, attack: Attack) -> Address {
+    let path = dir.join(format!("relay-{}.sock", rand_suffix()));
+    let listener = UnixListener::bind(&path).unwrap();
+    let uds = uds.to_path_buf();
+    thread::spawn(move || {
+        let (client, _) = listener.accept().unwrap();
+        let mut upstream = UnixStream::connect(&uds).unwrap();
+        // The CONNECT line and its answer pass through unchanged.
+        let mut client_reader = client.try_clone().unwrap();
+        let mut to_enclave = upstream.try_clone().unwrap();
+        thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = client_reader.read(&mut buffer) {
+                if n == 0 || to_enclave.write_all(&buffer[..n]).is_err() {
+                    break;
+                }
+            }
+            let _ = to_enclave.shutdown(std::net::Shutdown::Write);
+        });
+        let mut to_client = client;
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while upstream.read_exact(&mut byte).is_ok() {
+            line.push(byte[0]);
+            if byte[0] == b'\n' {
+                break;
+            }
+        }
+        to_client.write_all(&line).unwrap();
+        let mut index = 0usize;
+        let mut held: Option<Vec<u8>> = None;
+        loop {
+            let mut header = [0u8; 5];
+            if upstream.read_exact(&mut header).is_err() {
+                break;
+            }
+            let len = u32::from_be_bytes(header[..4].try_into().unwrap()) as usize;
+            let mut frame = header.to_vec();
+            frame.resize(4 + len, 0);
+            if upstream.read_exact(&mut frame[5..]).is_err() {
+                break;
+            }
+            if header[4] != 0x03 {
+                // Handshake frames pass.
+                to_client.write_all(&frame).unwrap();
+                continue;
+            }
+            let this = index;
+            index += 1;
+            let ok = match attack {
+                Attack::Replay(at) if this == at => to_client
+                    .write_all(&frame)
+                    .and_then(|()| to_client.write_all(&frame)),
+                Attack::Reorder(at) if this == at => {
+                    held = Some(frame);
+                    Ok(())
+                }
+                Attack::Reorder(at) if this == at + 1 => to_client
+                    .write_all(&frame)
+                    .and_then(|()| to_client.write_all(&held.take().unwrap())),
+                Attack::Truncate(at) if this >= at => break,
+                _ => to_client.write_all(&frame),
+            };
+            if ok.is_err() {
+                break;
+            }
+        }
+        let _ = to_client.shutdown(std::net::Shutdown::Both);
+    });
+    Address::HybridUnix {
+        path,
+        port: SERVICE_PORT,
+    }
+}
+
+fn rand_suffix() -> u64 {
+    let mut bytes = [0u8; 8];
+    os_rng().unwrap().fill_bytes(&mut bytes);
+    u64::from_le_bytes(bytes)
+}
+
+/// Every Record frame in `captured` after the handshake, by length.
+fn record_lengths(captured: &[u8]) -> Vec<usize> {
+    let mut lengths = Vec::new();
+    let mut at = 0;
+    while at + 5 <= captured.len() {
+        let len = u32::from_be_bytes(captured[at..at + 4].try_into().unwrap()) as usize;
+        if captured[at + 4] == 0x03 {
+            lengths.push(4 + len);
+        }
+        at += 4 + len;
+    }
+    assert_eq!(
+        at,
+        captured.len(),
+        "captured stream ends on a frame boundary"
+    );
+    lengths
+}
+
+#[test]
+fn served_enclave() {
+    assert_eq!(SERVICE_PORT, ward_kernel::service::SERVICE_PORT);
+    let gguf = tiny_model_gguf(&TinyModelSpec::default());
+    let owner = Owner::new("e2e-served", gguf, TINY_VERSION, |_| {});
+    let config = owner.config(2, |c| {
+        c.slots = 1;
+        c.queue = 1;
+        c.cadence_ms = 20;
+    });
+    let enclave = Enclave::boot(&config, &owner.disk, 512);
+    let addr = enclave.addr();
+
+    // Simulated evidence is refused unless allowed, before anything is sent.
+    let refused = ward(&["chat", "--connect", &addr, "hello"]);
+    assert!(!refused.status.success());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains("evidence rejected") && text.contains("SIMULATED"),
+        "{text}"
+    );
+
+    // No model before a key release.
+    let early = ward(&["chat", "--connect", &addr, "--allow-simulated", "hello"]);
+    assert!(!early.status.success());
+    assert!(String::from_utf8_lossy(&early.stderr).contains("no model loaded"));
+
+    // A release sealed by a key-release server other than the configured one is refused,
+    // and `ward release-key` itself refuses to release to an enclave bound to another server.
+    let stranger_dir = TempDir::new("e2e-stranger");
+    let stranger_file = stranger_dir.path().join("stranger.key");
+    assert!(
+        ward(&["keygen", "--out", path_str(&stranger_file)])
+            .status
+            .success()
+    );
+    let not_ours = ward(&[
+        "release-key",
+        "--connect",
+        &addr,
+        "--key",
+        path_str(&owner.key_file),
+        "--sender-key",
+        path_str(&stranger_file),
+        "--allow-simulated",
+    ]);
+    assert!(!not_ours.status.success());
+    assert!(String::from_utf8_lossy(&not_ours.stderr).contains("refusing to release"));
+    let stranger = ReleaseKeyPair::from_secret_bytes(
+        &std::fs::read(&stranger_file).unwrap().try_into().unwrap(),
+    )
+    .unwrap();
+    let verifier = NoHardwareVerifier;
+    let release_with = |sender: &ReleaseKeyPair, key: &ModelKey| {
+        let stream = connect(&enclave.address, Duration::from_secs(10)).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let mut rng = os_rng().unwrap();
+        let params = ClientParams {
+            purpose: Purpose::KeyRelease,
+            ..chat_params()
+        };
+        let (mut connection, _) =
+            Connection::handshake(stream, params, &verifier, &mut rng, false).unwrap();
+        connection.release_key(&mut rng, sender, key)
+    };
+    match release_with(&stranger, &owner.key) {
+        Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::KeyReleaseRefused),
+        other => panic!("{other:?}"),
+    }
+    // The wrong model key: the header does not authenticate; nothing loads.
+    match release_with(&owner.sender, &ModelKey::from_bytes([0x5a; 32])) {
+        Err(ClientError::Server { code, message }) => {
+            assert_eq!(code, ErrorCode::ModelNotLoaded);
+            assert!(message.contains("header"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let failed = ward(&["chat", "--connect", &addr, "--allow-simulated", "hello"]);
+    assert!(String::from_utf8_lossy(&failed.stderr).contains("model not loaded:"));
+
+    // The right key, through `ward release-key` with the expected configuration pinned.
+    let released = ward(&[
+        "release-key",
+        "--connect",
+        &addr,
+        "--key",
+        path_str(&owner.key_file),
+        "--sender-key",
+        path_str(&owner.sender_file),
+        "--config",
+        path_str(&config),
+        "--allow-simulated",
+    ]);
+    assert!(released.status.success());
+    assert!(String::from_utf8_lossy(&released.stdout).contains("ward-tiny version 3"));
+
+    // A greedy answer identical to the host's.
+    let question = "Why is the sky blue?";
+    let expected = host_greedy(&owner.gguf, question, 24);
+    assert!(!expected.is_empty());
+    let answer = ward(&[
+        "chat",
+        "--connect",
+        &addr,
+        "--allow-simulated",
+        "--json",
+        "--max-tokens",
+        "24",
+        question,
+    ]);
+    assert!(answer.status.success());
+    let stdout = String::from_utf8_lossy(&answer.stdout).into_owned();
+    let start = stdout.find("\"text\":").unwrap() + "\"text\":".len();
+    assert_eq!(json_string(&stdout[start..]), expected);
+    assert!(stdout.contains("\"evidence\":\"simulated\""), "{stdout}");
+    assert!(stdout.contains("\"version\":3"), "{stdout}");
+
+    // Busy: one slot, a queue of one, three requests at once.
+    let all_connected = std::sync::Barrier::new(3);
+    let outcomes: Vec<Result<Vec<u8>, ClientError>> = thread::scope(|scope| {
+        let handles: Vec<_> = (0..3)
+            .map(|_| {
+                scope.spawn(|| {
+                    let verifier = NoHardwareVerifier;
+                    let mut session = chat_session(&enclave.address, &verifier);
+                    all_connected.wait();
+                    session.ask(&request("count", 12), |_| {}).map(|a| a.text)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let busy = outcomes
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                Err(ClientError::Server {
+                    code: ErrorCode::Busy,
+                    ..
+                })
+            )
+        })
+        .count();
+    let served = outcomes
+        .iter()
+        .filter(|o| {
+            o.as_ref()
+                .is_ok_and(|t| String::from_utf8_lossy(t) == host_greedy(&owner.gguf, "count", 12))
+        })
+        .count();
+    assert_eq!((busy, served), (1, 2), "{outcomes:?}");
+
+    // On the wire every record has the same size, for a short and a long answer.
+    for max in [1, 40] {
+        let mut session = chat_session(&enclave.address, &verifier);
+        let answer = session
+            .ask(&request("Tell me a story.", max), |_| {})
+            .unwrap();
+        let lengths = record_lengths(session.captured().unwrap());
+        assert!(lengths.len() >= 2, "{lengths:?}");
+        assert!(
+            lengths.iter().all(|&l| l == RECORD_WIRE_LEN),
+            "{max} tokens ({} bytes): {lengths:?}",
+            answer.text.len()
+        );
+        eprintln!(
+            "{max} tokens: {} bytes of answer in {} records of {RECORD_WIRE_LEN} bytes",
+            answer.text.len(),
+            lengths.len()
+        );
+    }
+
+    // A man in the middle replaying, reordering or cutting records is caught.
+    let relay_dir = TempDir::new("e2e-relay");
+    for attack in [Attack::Replay(1), Attack::Reorder(1), Attack::Truncate(2)] {
+        let address = relay(relay_dir.path(), &enclave.uds, attack);
+        let mut session = chat_session(&address, &verifier);
+        let result = session.ask(&request("Tell me a story.", 30), |_| {});
+        match (attack, result) {
+            (
+                Attack::Replay(_) | Attack::Reorder(_),
+                Err(ClientError::Protocol(ProtocolError::RecordAuthentication { .. })),
+            )
+            | (Attack::Truncate(_), Err(ClientError::Protocol(ProtocolError::Truncated))) => {}
+            (attack, other) => panic!("{attack:?}: {other:?}"),
+        }
+    }
+    drop(enclave);
+}
+
+/// A change to a sealed image.
+type Tamper = fn(&mut Vec<u8>);
+
+#[test]
+fn tampered_disks_and_rollback_are_refused() {
+    let gguf = tiny_model_gguf(&TinyModelSpec::default());
+    let cases: [(&str, u64, Tamper, &str); 3] = [
+        ("header", TINY_VERSION, |image| image[20] ^= 1, "header"),
+        (
+            "chunk",
+            TINY_VERSION,
+            |image| {
+                let middle = 4096 + image.len() / 2;
+                image[middle] ^= 1;
+            },
+            "chunk",
+        ),
+        ("rollback", 1, |_| {}, "below"),
+    ];
+    for (tag, version, tamper, reason) in cases {
+        let owner = Owner::new(&format!("e2e-{tag}"), gguf.clone(), version, tamper);
+        let config = owner.config(2, |_| {});
+        let enclave = Enclave::boot(&config, &owner.disk, 512);
+        let addr = enclave.addr();
+        let release = ward(&[
+            "release-key",
+            "--connect",
+            &addr,
+            "--key",
+            path_str(&owner.key_file),
+            "--sender-key",
+            path_str(&owner.sender_file),
+            "--allow-simulated",
+        ]);
+        assert!(!release.status.success(), "{tag}");
+        let stderr = String::from_utf8_lossy(&release.stderr);
+        assert!(
+            stderr.contains("model not loaded:") && stderr.contains(reason),
+            "{tag}: {stderr}"
+        );
+        let chat = ward(&["chat", "--connect", &addr, "--allow-simulated", "hello"]);
+        assert!(!chat.status.success());
+        let stderr = String::from_utf8_lossy(&chat.stderr);
+        assert!(
+            stderr.contains("model not loaded:") && stderr.contains(reason),
+            "{tag}: {stderr}"
+        );
+    }
+}
+
+#[test]
+fn default_model_answers() {
+    let model = ward_model();
+    let owner = Owner::new("e2e-smollm", std::fs::read(&model).unwrap(), 1, |_| {});
+    let config = owner.config(1, |c| {
+        c.slots = 1;
+        c.queue = 1;
+    });
+    let enclave = Enclave::boot(&config, &owner.disk, 1024);
+    let addr = enclave.addr();
+    let released = ward(&[
+        "release-key",
+        "--connect",
+        &addr,
+        "--key",
+        path_str(&owner.key_file),
+        "--sender-key",
+        path_str(&owner.sender_file),
+        "--allow-simulated",
+    ]);
+    assert!(released.status.success());
+    let question = "What is the capital of France?";
+    let expected = host_greedy(&model, question, 4);
+    let answer = ward(&[
+        "chat",
+        "--connect",
+        &addr,
+        "--allow-simulated",
+        "--json",
+        "--max-tokens",
+        "4",
+        question,
+    ]);
+    assert!(answer.status.success());
+    let stdout = String::from_utf8_lossy(&answer.stdout).into_owned();
+    let start = stdout.find("\"text\":").unwrap() + "\"text\":".len();
+    assert_eq!(json_string(&stdout[start..]), expected);
+    assert!(stdout.contains("\"tokens\":4"), "{stdout}");
+}
+
+/// The default model: `$WARD_MODEL`, else what `scripts/fetch-model.sh` prints.
+fn ward_model() -> PathBuf {
+    if let Some(path) = std::env::var_os("WARD_MODEL") {
+        return PathBuf::from(path);
+    }
+    let output = Command::new("bash")
+        .arg(workspace_root().join("scripts/fetch-model.sh"))
+        .output()
+        .expect("run scripts/fetch-model.sh");
+    assert!(output.status.success(), "fetch-model.sh failed");
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    PathBuf::from(stdout.lines().last().unwrap().trim())
+}
