@@ -14,10 +14,11 @@
 
 use super::deadline::Deadline;
 use super::error::VirtioError;
-use super::hal::{PoolHal, PoolSource, has_room, pages_for};
+use super::hal::{PoolHal, PoolSource};
 use super::negotiate;
 use super::pci::transport::VirtioTransport;
 use core::fmt;
+use virtio_drivers::BufferDirection;
 use virtio_drivers::queue::VirtQueue;
 
 /// Bytes per sector.
@@ -207,12 +208,13 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
         if self.has_failed() {
             return Err(VirtioError::DeviceFailed.into());
         }
-        let pages = 2 + pages_for(data.len());
-        if !has_room::<S>(pages) {
-            return Err(VirtioError::PoolExhausted { pages }.into());
-        }
         let header = request_header(REQUEST_IN, sector);
         let mut status = [0xffu8];
+        let _bounces = PoolHal::<S>::reserve(&[
+            (&header, BufferDirection::DriverToDevice),
+            (data, BufferDirection::DeviceToDriver),
+            (&status, BufferDirection::DeviceToDriver),
+        ])?;
         // SAFETY: `PoolHal` gives the device bounce copies, never these buffers, so the device
         // cannot touch them. They stay alive and untouched until `pop_used` below succeeds; if it
         // never does, the device is marked failed and the queue is never popped again, so the

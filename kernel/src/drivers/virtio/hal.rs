@@ -1,21 +1,25 @@
 //! The `virtio_drivers::Hal` that keeps devices out of private memory (DESIGN §6).
 //!
 //! - `dma_alloc` (virtqueue rings) hands out pages of the shared pool.
-//! - `share` never gives the device the caller's buffer: it allocates bounce pages in the pool,
-//!   copies the bytes in when the device is to read them, and returns the bounce address.
+//! - `share` never gives the device the caller's buffer: it hands the device bounce pages in the
+//!   pool, with the bytes copied in when the device is to read them.
 //! - `unshare` copies the device's bytes out into the caller's private buffer (when the device
-//!   was to write) and scrubs and frees the bounce pages.
+//!   was to write) and releases the bounce pages.
 //!
 //! So the device only ever sees pool pages, private memory is never referenced by a descriptor,
 //! and what the driver looks at afterwards is a private copy it can validate without the host
-//! changing it underneath.
+//! changing it underneath. On SNP/TDX the pool pages are the shared ones (the platform converted
+//! them at boot), so nothing here depends on the platform.
+//!
+//! `share` cannot report failure, so drivers call [`PoolHal::reserve`] for a request's buffers
+//! before queueing it: that is where an exhausted pool becomes an error, and `share` then takes
+//! the reserved pages (found by the private buffer's address).
 //!
 //! Bounce pages the device wrote into (device-to-driver buffers) are kept as spares and reused
 //! for the next buffer of the same size without being zeroed or scrubbed: they only ever held
 //! bytes the host wrote, never private data, and skipping the two extra passes over every large
 //! disk read matters under TCG. Pages that held private data (driver-to-device buffers) are
-//! scrubbed when freed, as the pool does for every free. On SNP/TDX the pool pages are the shared ones (the platform converted
-//! them at boot), so nothing here depends on the platform.
+//! scrubbed when freed, as the pool does for every free.
 //!
 //! `Hal` methods are associated functions, so the pool is found through a [`PoolSource`]: the
 //! kernel's boot-time pool on bare metal, a test pool on the host.
@@ -32,6 +36,8 @@ use virtio_drivers::{BufferDirection, Hal, PhysAddr};
 /// Pool pages handed to a device, by device address.
 pub struct BounceTable {
     buffers: BTreeMap<PhysAddr, OwnedBuffer>,
+    /// Bounce buffers set aside for private buffers about to be queued, by their address.
+    reserved: BTreeMap<usize, OwnedBuffer>,
     /// Device-written bounce buffers kept for reuse (see the module documentation).
     spares: Vec<OwnedBuffer>,
 }
@@ -46,6 +52,7 @@ impl BounceTable {
     pub const fn new() -> Self {
         Self {
             buffers: BTreeMap::new(),
+            reserved: BTreeMap::new(),
             spares: Vec::new(),
         }
     }
@@ -116,25 +123,71 @@ pub const fn pages_for(len: usize) -> usize {
     if pages == 0 { 1 } else { pages }
 }
 
-/// Whether the pool of `S` has `pages` free pages now (spares count: they are given back when
-/// needed). Drivers check this before queueing a request, because `Hal::share` has no way to
-/// report failure (see [`PoolHal::share`]).
-pub fn has_room<S: PoolSource>(pages: usize) -> bool {
-    S::pool().is_some_and(|pool| pool.free_pages() + S::table().lock().spare_pages() >= pages)
+/// Bounce pages set aside for the buffers of one request, taken by `Hal::share` when the request
+/// is queued. `share` cannot report failure, so drivers reserve first and get an error here when
+/// the pool is exhausted; pages a request did not take are freed when this is dropped.
+#[must_use]
+pub struct Reservation<S: PoolSource> {
+    keys: Vec<usize>,
+    _source: PhantomData<S>,
+}
+
+impl<S: PoolSource> Drop for Reservation<S> {
+    fn drop(&mut self) {
+        let mut table = S::table().lock();
+        for key in &self.keys {
+            table.reserved.remove(key);
+        }
+    }
+}
+
+fn key_of(buffer: *const u8) -> usize {
+    buffer as usize
 }
 
 impl<S: PoolSource> PoolHal<S> {
-    fn allocate(pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
+    /// Sets aside bounce pages for each of `buffers` (non-empty private buffers about to be
+    /// queued in that direction).
+    pub fn reserve(
+        buffers: &[(&[u8], BufferDirection)],
+    ) -> Result<Reservation<S>, super::error::VirtioError> {
+        let mut reservation = Reservation {
+            keys: Vec::with_capacity(buffers.len()),
+            _source: PhantomData,
+        };
+        for &(buffer, direction) in buffers {
+            let pages = pages_for(buffer.len());
+            let spare = if direction == BufferDirection::DeviceToDriver {
+                S::table().lock().take_spare(pages)
+            } else {
+                None
+            };
+            let bounce = match spare {
+                Some(spare) => spare,
+                None => Self::allocate_buffer(pages)
+                    .ok_or(super::error::VirtioError::PoolExhausted { pages })?,
+            };
+            let key = key_of(buffer.as_ptr());
+            S::table().lock().reserved.insert(key, OwnedBuffer(bounce));
+            reservation.keys.push(key);
+        }
+        Ok(reservation)
+    }
+
+    fn allocate_buffer(pages: usize) -> Option<SharedBuffer<'static>> {
         let pool = S::pool()?;
-        let buffer = match pool.allocate(pages) {
-            Ok(buffer) => buffer,
+        match pool.allocate(pages) {
+            Ok(buffer) => Some(buffer),
             Err(_) => {
                 // Give the spares back and try once more.
                 S::table().lock().spares.clear();
-                pool.allocate(pages).ok()?
+                pool.allocate(pages).ok()
             }
-        };
-        Some(Self::hand_out(buffer))
+        }
+    }
+
+    fn allocate(pages: usize) -> Option<(PhysAddr, NonNull<u8>)> {
+        Self::allocate_buffer(pages).map(Self::hand_out)
     }
 
     fn hand_out(buffer: SharedBuffer<'static>) -> (PhysAddr, NonNull<u8>) {
@@ -175,20 +228,27 @@ unsafe impl<S: PoolSource> Hal for PoolHal<S> {
     unsafe fn share(buffer: NonNull<[u8]>, direction: BufferDirection) -> PhysAddr {
         let len = buffer.len();
         let pages = pages_for(len);
-        let spare = if direction == BufferDirection::DeviceToDriver {
-            S::table().lock().take_spare(pages)
-        } else {
-            None
+        let reserved = S::table()
+            .lock()
+            .reserved
+            .remove(&key_of(buffer.as_ptr().cast::<u8>()))
+            .map(|b| b.0)
+            .filter(|b| pages_of(b) == pages);
+        // Without a reservation: a spare for device-written buffers, else fresh pages.
+        let spare = || {
+            (direction == BufferDirection::DeviceToDriver)
+                .then(|| S::table().lock().take_spare(pages))
+                .flatten()
         };
-        let bounce = match spare {
-            Some(spare) => Some(Self::hand_out(spare)),
+        let bounce = match reserved.or_else(spare) {
+            Some(buffer) => Some(Self::hand_out(buffer)),
             None => Self::allocate(pages),
         };
         let Some((phys, _)) = bounce else {
-            // Unreachable while drivers keep their promise to check `has_room` first (one CPU,
-            // no interrupts: nothing allocates in between). Returning any address would let the
-            // device write to memory it was never given, so stop instead.
-            panic!("virtio bounce: shared pool exhausted despite the driver's room check");
+            // Unreachable while drivers keep their promise to reserve first (`reserve`).
+            // Returning any address would let the device write to memory it was never given,
+            // so stop instead.
+            panic!("virtio bounce: shared pool exhausted and no reservation for this buffer");
         };
         if matches!(
             direction,
@@ -348,18 +408,27 @@ mod tests {
     #[test]
     fn dma_regions_come_from_the_pool() {
         let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-        let pool = TestPool::pool().unwrap();
-        let free = pool.free_pages();
+        let free = available();
         let (phys, ptr) = TestHal::dma_alloc(3, BufferDirection::Both);
         assert_eq!(phys, ptr.as_ptr() as u64);
-        assert_eq!(pool.free_pages(), free - 3);
-        let room = available();
-        assert!(has_room::<TestPool>(room) && !has_room::<TestPool>(room + 1));
+        assert_eq!(available(), free - 3);
+        // Reservations fail cleanly when the pool cannot hold them, and free what they took.
+        let too_big = vec![0u8; (available() + 1) * PAGE_SIZE as usize];
+        let small = [0u8; 10];
+        let before = available();
+        assert!(matches!(
+            TestHal::reserve(&[
+                (&small, BufferDirection::DriverToDevice),
+                (&too_big, BufferDirection::DeviceToDriver)
+            ]),
+            Err(crate::drivers::virtio::error::VirtioError::PoolExhausted { .. })
+        ));
+        assert_eq!(available(), before);
         // SAFETY: the region was just allocated and is not in use.
         assert_eq!(unsafe { TestHal::dma_dealloc(phys, ptr, 3) }, 0);
         // SAFETY: already freed: must be refused, not double-freed.
         assert_eq!(unsafe { TestHal::dma_dealloc(phys, ptr, 3) }, -1);
-        assert_eq!(pool.free_pages(), free);
+        assert_eq!(available(), free);
         assert_eq!(pages_for(0), 1);
         assert_eq!(pages_for(4097), 2);
     }

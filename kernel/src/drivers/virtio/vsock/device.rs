@@ -12,11 +12,12 @@
 use super::header::{self, Header, Op};
 use crate::drivers::virtio::deadline::Deadline;
 use crate::drivers::virtio::error::VirtioError;
-use crate::drivers::virtio::hal::{PoolHal, PoolSource, has_room, pages_for};
+use crate::drivers::virtio::hal::{PoolHal, PoolSource};
 use crate::drivers::virtio::negotiate;
 use crate::drivers::virtio::pci::transport::VirtioTransport;
 use alloc::vec;
 use alloc::vec::Vec;
+use virtio_drivers::BufferDirection;
 use virtio_drivers::queue::VirtQueue;
 
 const RX_QUEUE: u16 = 0;
@@ -190,11 +191,7 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
     }
 
     fn post_rx(&mut self, mut buffer: Vec<u8>) -> Result<(), VirtioError> {
-        if !has_room::<S>(pages_for(buffer.len())) {
-            return Err(VirtioError::PoolExhausted {
-                pages: pages_for(buffer.len()),
-            });
-        }
+        let _bounce = PoolHal::<S>::reserve(&[(&buffer, BufferDirection::DeviceToDriver)])?;
         // SAFETY: `PoolHal` hands the device a bounce copy, never `buffer`; the buffer is kept
         // in `rx_buffers` under its token, untouched, until `pop_used` for that token succeeds.
         let token = unsafe { self.rx.add(&[], &mut [&mut buffer])? };
@@ -207,9 +204,7 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
     }
 
     fn post_event(&mut self, mut buffer: Vec<u8>) -> Result<(), VirtioError> {
-        if !has_room::<S>(1) {
-            return Err(VirtioError::PoolExhausted { pages: 1 });
-        }
+        let _bounce = PoolHal::<S>::reserve(&[(&buffer, BufferDirection::DeviceToDriver)])?;
         // SAFETY: as in `post_rx`, for the event queue and `event_buffers`.
         let token = unsafe { self.event.add(&[], &mut [&mut buffer])? };
         let slot = self
@@ -300,16 +295,17 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
         if payload.len() > MAX_SEND_PAYLOAD || header.len as usize != payload.len() {
             return Err(VirtioError::InvalidRequest("vsock payload length"));
         }
-        let pages = 1 + pages_for(payload.len());
-        if !has_room::<S>(pages) {
-            return Err(VirtioError::PoolExhausted { pages });
-        }
         let bytes = header.encode();
         let inputs: &[&[u8]] = if payload.is_empty() {
             &[&bytes]
         } else {
             &[&bytes, payload]
         };
+        let reservations: Vec<(&[u8], BufferDirection)> = inputs
+            .iter()
+            .map(|&input| (input, BufferDirection::DriverToDevice))
+            .collect();
+        let _bounces = PoolHal::<S>::reserve(&reservations)?;
         // SAFETY: bounce copies go to the device; `bytes` and `payload` outlive the wait below,
         // and on a timeout the device is disabled so the queue is never popped with them again.
         let token = unsafe { self.tx.add(inputs, &mut [])? };
