@@ -9,8 +9,17 @@
 .code16
 .global reset_vector
 reset_vector:
-    cli
-    jmp boot16
+    # Plain VMs and SEV-SNP start here in real mode; TDX starts every vCPU here in flat 32-bit
+    # protected mode (TDVF design guide, "TD VCPU initial state": paging off, EBX = GPA width,
+    # ESI = vCPU index). The next three instructions encode the same in both modes
+    # (0F 20 C0, A8 01, 74 05), so CR0.PE picks the path. Interrupts are off in both reset states.
+    mov %cr0, %eax
+    test $1, %al
+    jz 1f
+.code32
+    jmp boot32_tdx
+.code16
+1:  jmp boot16
 
 # Application processors never run loader code: they wait here until the kernel wakes them with
 # INIT-SIPI (under SEV-ES the hypervisor starts them here, see the SEV-ES reset block).
@@ -25,6 +34,7 @@ ap_park:
 .section .boot16, "ax"
 .code16
 boot16:
+    cli
     cld
     lgdtl %cs:(gdt_descriptor - 0xFFFF0000)
     mov %cr0, %eax
@@ -33,6 +43,18 @@ boot16:
     ljmpl ${CODE32}, $boot32
 
 .code32
+# TDX entry (see reset_vector): only vCPU 0 boots; the others wait. They spin rather than HLT,
+# which would raise #VE before any handler exists and kill the TD.
+boot32_tdx:
+    cli
+    cld
+    test %esi, %esi
+    jnz 1f
+    lgdtl gdt_descriptor            # flat segments: the descriptor's linear address
+    ljmpl ${CODE32}, $boot32
+1:  pause
+    jmp 1b
+
 boot32:
     mov ${DATA}, %eax
     mov %eax, %ds
