@@ -20,8 +20,8 @@ use super::hal::PoolSource;
 use super::pci::transport::VirtioTransport;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
-pub use connection::ConnectionId;
-use connection::{CloseReason, Connection};
+use connection::Connection;
+pub use connection::{CloseReason, ConnectionId};
 use core::fmt;
 use device::{MAX_SEND_PAYLOAD, Packet, VsockDevice};
 use header::{Op, SHUTDOWN_RECEIVE, SHUTDOWN_SEND};
@@ -268,6 +268,20 @@ impl<S: PoolSource, T: VirtioTransport> Vsock<S, T> {
         })
     }
 
+    /// Whether the connection has ended (and why), without reading: `Ok(None)` while it is
+    /// open. A closed connection stays known until [`Self::recv`] reports it (or
+    /// [`Self::close`]).
+    pub fn closed(&self, id: ConnectionId) -> Result<Option<CloseReason>, VsockError> {
+        let index = self.find(id).ok_or(VsockError::NotConnected)?;
+        Ok(self.connections[index].closed)
+    }
+
+    /// Bytes received and not yet read.
+    pub fn pending(&self, id: ConnectionId) -> Result<usize, VsockError> {
+        let index = self.find(id).ok_or(VsockError::NotConnected)?;
+        Ok(self.connections[index].buffered())
+    }
+
     /// Reads received bytes into `buffer`; `Ok(0)` when none are waiting yet. Once the peer has
     /// closed and everything was read, returns `Closed` and forgets the connection.
     pub fn recv(&mut self, id: ConnectionId, buffer: &mut [u8]) -> Result<usize, VsockError> {
@@ -486,6 +500,8 @@ mod tests {
             5,
         ));
         vsock.poll().unwrap();
+        assert_eq!(vsock.closed(id), Ok(Some(CloseReason::Shutdown)));
+        assert_eq!(vsock.pending(id), Ok(0));
         assert_eq!(host.last().0.op, Op::Reset as u16);
         assert_eq!(
             vsock.recv(id, &mut buffer),
