@@ -43,10 +43,15 @@ pub unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [ActivationBlock]) {
 #[inline(always)]
 fn quantize_generic(x: &[f32], out: &mut [ActivationBlock]) {
     for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
-        let mut max = 0.0f32;
-        for &v in values {
-            max = max.max(v.abs());
+        // Eight running maxima, then their maximum: the result does not depend on the order
+        // (`max` ignores NaN and every operand is non-negative), and this form vectorizes.
+        let mut lanes = [0.0f32; 8];
+        for chunk in values.chunks_exact(8) {
+            for (lane, &v) in lanes.iter_mut().zip(chunk) {
+                *lane = lane.max(v.abs());
+            }
         }
+        let max = lanes.iter().fold(0.0f32, |m, &l| m.max(l));
         let d = max / 127.0;
         let inverse = if max != 0.0 { 127.0 / max } else { 0.0 };
         let mut sum = 0i32;
