@@ -257,7 +257,11 @@ pub fn rms_norm(x: &[f32], weight: &[f32], eps: f32, out: &mut [f32]) {
 /// RoPE angles for position `pos`: `theta_i = pos * base^(-2i/dims)` formed as ggml does (a
 /// running product in f32), with glibc's `sinf`/`cosf` results.
 pub fn rope_angles(pos: usize, freq_base: f32, head_dim: usize, out: &mut [(f32, f32)]) {
-    let theta_scale = libm::pow(f64::from(freq_base), -2.0 / head_dim as f64) as f32;
+    // ggml: powf(freq_base, -2.0f / n_dims). The exponent is formed in f32 as there; the power is
+    // evaluated in f64 and rounded, which equals glibc's powf for the bases and widths in use
+    // (checked for bases 1e4..5e6 and widths 32..256).
+    let exponent = -2.0f32 / head_dim as f32;
+    let theta_scale = libm::pow(f64::from(freq_base), f64::from(exponent)) as f32;
     let mut theta = pos as f32;
     for slot in out.iter_mut().take(head_dim / 2) {
         let (sin, cos) = super::trig::sincosf(theta);
