@@ -7,12 +7,14 @@
 //! - [`elf`]: strict validation of the kernel ELF and its copy into RAM;
 //! - [`memory`]: e820 parsing and the BootInfo memory map;
 //! - [`paging`]: page-table entries and the hand-over tables;
-//! - [`measurement`]: the SHA-384 measurement log.
+//! - [`measurement`]: the SHA-384 measurement log;
+//! - [`acceptance`]: the walk that accepts private memory (SNP PVALIDATE, TDX page accept).
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(any(test, feature = "test-elf"))]
 extern crate alloc;
 
+pub mod acceptance;
 pub mod elf;
 pub mod image_format;
 pub mod layout;
