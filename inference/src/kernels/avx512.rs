@@ -177,7 +177,7 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
         // scale and (Q4_1) the sum term.
         let mut act_quants = [_mm512_setzero_si512(); C];
         let mut act_offsets = [_mm512_setzero_si512(); C];
-        let mut act_d = [_mm_setzero_ps(); C];
+        let mut act_d = [_mm512_setzero_ps(); C];
         let mut act_s = [_mm_setzero_ps(); C];
         for c in 0..C {
             let a = &acts[c][b];
@@ -208,7 +208,7 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                     }
                 }
             }
-            act_d[c] = _mm_set1_ps(a.d);
+            act_d[c] = _mm512_set1_ps(a.d);
             act_s[c] = _mm_set1_ps(a.s);
         }
         // The tile's next blocks are prefetched: a few hundred bytes ahead in its stream.
@@ -248,10 +248,12 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                     }
                 }
             };
+            // Each row's weight scale spread over that row's lanes, once for all columns.
+            let weight_scales = _mm512_permutexvar_ps(spread_scale, _mm512_castps128_ps512(scales));
             for c in 0..C {
                 let sums = _mm512_dpbusd_epi32(act_offsets[c], weights, act_quants[c]);
-                let d = _mm_mul_ps(scales, act_d[c]);
-                let d = _mm512_permutexvar_ps(spread_scale, _mm512_castps128_ps512(d));
+                // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.
+                let d = _mm512_mul_ps(weight_scales, act_d[c]);
                 lanes[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), lanes[p][c]);
                 if kind == Q4_1 {
                     mins[p][c] = _mm_fmadd_ps(scales, act_s[c], mins[p][c]);
