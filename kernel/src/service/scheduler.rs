@@ -138,6 +138,7 @@ impl<K: Copy + Eq> Scheduler<K> {
         let slot = &mut self.slots[index];
         slot.job = None;
         slot.context.reset();
+        self.logits.fill(0.0);
         if let Some(waiting) = self.queue.pop_front() {
             self.start(index, waiting);
         }

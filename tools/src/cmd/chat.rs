@@ -87,9 +87,6 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         &verifier,
         args.capture.is_some(),
     )?;
-    if let ModelStatus::Failed(reason) = &info.model {
-        eprintln!("ward: the enclave reports: model not loaded: {reason}");
-    }
     let request = Request {
         max_new_tokens: args.max_tokens,
         system: args.system.clone(),

@@ -34,6 +34,8 @@ use ward_tools::qemu::{Accel, RunningVm, SerialLine, SerialSink, VmConfig};
 
 /// Asked when no message is given.
 pub const DEFAULT_QUESTION: &str = "What is the capital of France?";
+/// The system message unless `--system` says otherwise.
+pub const DEFAULT_SYSTEM: &str = "Answer in one short sentence.";
 /// The serial line the service prints once it listens.
 pub const LISTENING_LINE: &str = "service: listening on vsock port";
 /// The serial line the service prints once the model verified.
@@ -47,9 +49,13 @@ pub struct Args {
     /// The question.
     #[arg(default_value = DEFAULT_QUESTION)]
     message: String,
-    /// Most tokens in the answer (the enclave runs under TCG here: a few tokens per second).
-    #[arg(long, default_value_t = 48)]
+    /// Most tokens in the answer (under TCG the enclave takes seconds per token).
+    #[arg(long, default_value_t = 16)]
     max_tokens: u32,
+    /// System message; a short one keeps the prompt, read token by token under TCG, short.
+    /// Empty: the model's default system message.
+    #[arg(long, default_value = DEFAULT_SYSTEM)]
+    system: String,
     /// Accelerator; by default KVM only where kvm_amd/kvm_intel is loaded, else TCG.
     #[arg(long, value_enum)]
     accel: Option<Accel>,
@@ -245,7 +251,7 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         let (mut connection, _) = open(&address, Purpose::Chat, &checks, &verifier, false)?;
         let request = Request {
             max_new_tokens: args.max_tokens,
-            system: String::new(),
+            system: args.system.clone(),
             user: args.message.clone(),
         };
         println!("> {}", args.message);
