@@ -116,28 +116,41 @@ pub struct BlockDevice<S: PoolSource, T: VirtioTransport> {
     timeout_ms: u64,
 }
 
+impl<S: PoolSource, T: VirtioTransport> Drop for BlockDevice<S, T> {
+    fn drop(&mut self) {
+        // Before the queue's rings return to the pool.
+        negotiate::abandon(&mut self.transport);
+    }
+}
+
 impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
     /// Initialises the device behind `transport`.
     pub fn new(mut transport: T) -> Result<Self, VirtioError> {
         let features = negotiate::begin(&mut transport, F_RO)?;
-        let result = Self::set_up(&mut transport);
-        match result {
-            Ok((queue, capacity_sectors)) => Ok(Self {
-                transport,
-                queue,
-                capacity_sectors,
-                read_only: features & F_RO != 0,
-                failed: false,
-                timeout_ms: REQUEST_TIMEOUT_MS,
-            }),
-            Err(error) => {
-                negotiate::fail(&mut transport);
-                Err(error)
-            }
-        }
+        let (queue, capacity_sectors) = Self::set_up(&mut transport)?;
+        Ok(Self {
+            transport,
+            queue,
+            capacity_sectors,
+            read_only: features & F_RO != 0,
+            failed: false,
+            timeout_ms: REQUEST_TIMEOUT_MS,
+        })
     }
 
+    /// Reads the configuration and sets up the queue; on any error the device is abandoned
+    /// (reset) before the queue's rings are freed.
     fn set_up(transport: &mut T) -> Result<(VirtQueue<PoolHal<S>, QUEUE_SIZE>, u64), VirtioError> {
+        let result = Self::configure(transport);
+        if result.is_err() {
+            negotiate::abandon(transport);
+        }
+        result
+    }
+
+    fn configure(
+        transport: &mut T,
+    ) -> Result<(VirtQueue<PoolHal<S>, QUEUE_SIZE>, u64), VirtioError> {
         let capacity = transport
             .read_consistent(|| {
                 let low: u32 = transport.read_config_space(0)?;
@@ -161,9 +174,13 @@ impl<S: PoolSource, T: VirtioTransport> BlockDevice<S, T> {
         let queue = VirtQueue::new(transport, QUEUE, false, false)?;
         if let Some(fault) = transport.fault() {
             log::warn!("virtio-blk transport fault: {fault:?}");
+            negotiate::abandon(transport);
             return Err(VirtioError::DeviceFailed);
         }
-        negotiate::finish(transport)?;
+        if let Err(error) = negotiate::finish(transport) {
+            negotiate::abandon(transport);
+            return Err(error);
+        }
         Ok((queue, capacity))
     }
 
@@ -368,8 +385,15 @@ mod device_tests {
                 .all(|(i, &b)| b == disk_byte(5 * 512 + i as u64))
         );
         assert!(disk.read(62, &mut buffer).is_err(), "past the end");
-        // Only the rings stay allocated: every bounce page came back.
+        assert_eq!(
+            state.borrow().status(),
+            0xf,
+            "ACKNOWLEDGE|DRIVER|FEATURES_OK|DRIVER_OK"
+        );
+        // Dropping the driver resets the device before its rings are freed, and every bounce
+        // page came back.
         drop(disk);
+        assert_eq!(state.borrow().status(), 0);
         assert_eq!(available(), free);
     }
 
@@ -456,7 +480,8 @@ mod device_tests {
         let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
         let (_, disk) = device(F_RO, CAPACITY);
         assert_eq!(disk.err(), Some(VirtioError::LegacyOnly { offered: F_RO }));
-        let (_, disk) = device(modern(), MAX_CAPACITY_SECTORS + 1);
+        let (state, disk) = device(modern(), MAX_CAPACITY_SECTORS + 1);
+        assert_eq!(state.borrow().status(), 0, "abandoned devices are reset");
         assert!(matches!(
             disk.err(),
             Some(VirtioError::BadConfig {

@@ -93,6 +93,11 @@ impl FakeState {
         }))
     }
 
+    /// The device status the driver last wrote (0 = reset).
+    pub fn status(&self) -> u8 {
+        self.status
+    }
+
     /// Completes chains of `queue` with the responder until it says `Pending`.
     fn process(&mut self, queue: u16) {
         let Some(mut responder) = self.responder.take() else {

@@ -87,6 +87,17 @@ pub fn fail(transport: &mut impl Transport) {
     transport.set_status(status | DeviceStatus::FAILED);
 }
 
+/// Gives up on the device and resets it, so that it forgets its queues before their rings go
+/// back to the pool (waits a bounded time for the reset to complete).
+pub fn abandon(transport: &mut impl Transport) {
+    fail(transport);
+    transport.set_status(DeviceStatus::empty());
+    let deadline = Deadline::after_millis(RESET_TIMEOUT_MS);
+    while transport.get_status() != DeviceStatus::empty() && !deadline.expired() {
+        core::hint::spin_loop();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -90,25 +90,26 @@ pub fn check_guest_cid(cid: u64) -> Result<u64, VirtioError> {
     }
 }
 
+impl<S: PoolSource, T: VirtioTransport> Drop for VsockDevice<S, T> {
+    fn drop(&mut self) {
+        // Before the queues' rings return to the pool.
+        negotiate::abandon(&mut self.transport);
+    }
+}
+
 impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
-    /// Initialises the device and posts its receive and event buffers.
+    /// Initialises the device and posts its receive and event buffers. On any error the device
+    /// is abandoned (reset) before the rings already set up go back to the pool.
     pub fn new(mut transport: T) -> Result<Self, VirtioError> {
         negotiate::begin(&mut transport, 0)?;
-        match Self::set_up(transport) {
-            Ok(device) => Ok(device),
-            Err((mut transport, error)) => {
-                negotiate::fail(&mut transport);
-                Err(error)
-            }
-        }
-    }
-
-    fn set_up(mut transport: T) -> Result<Self, (T, VirtioError)> {
         macro_rules! check {
             ($e:expr) => {
                 match $e {
                     Ok(value) => value,
-                    Err(error) => return Err((transport, error.into())),
+                    Err(error) => {
+                        negotiate::abandon(&mut transport);
+                        return Err(error.into());
+                    }
                 }
             };
         }
@@ -132,15 +133,16 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
         ] {
             let max = transport.max_queue_size(queue);
             if max < size as u32 {
-                return Err((transport, VirtioError::QueueTooSmall { queue, max }));
+                check!(Err(VirtioError::QueueTooSmall { queue, max }));
             }
         }
         let rx = check!(VirtQueue::new(&mut transport, RX_QUEUE, false, false));
         let tx = check!(VirtQueue::new(&mut transport, TX_QUEUE, false, false));
         let event = check!(VirtQueue::new(&mut transport, EVENT_QUEUE, false, false));
         if transport.fault().is_some() {
-            return Err((transport, VirtioError::DeviceFailed));
+            check!(Err(VirtioError::DeviceFailed));
         }
+        // From here on, dropping `device` abandons the device first (see `Drop`).
         let mut device = Self {
             transport,
             rx,
@@ -154,25 +156,15 @@ impl<S: PoolSource, T: VirtioTransport> VsockDevice<S, T> {
         };
         // Buffers go in before DRIVER_OK; the device is told about them after it.
         for _ in 0..RX_QUEUE_SIZE {
-            if let Err(error) = device.post_rx(vec![0; RX_BUFFER_SIZE]) {
-                return Err((device.into_transport(), error));
-            }
+            device.post_rx(vec![0; RX_BUFFER_SIZE])?;
         }
         for _ in 0..EVENT_QUEUE_SIZE {
-            if let Err(error) = device.post_event(vec![0; EVENT_SIZE]) {
-                return Err((device.into_transport(), error));
-            }
+            device.post_event(vec![0; EVENT_SIZE])?;
         }
-        if let Err(error) = negotiate::finish(&mut device.transport) {
-            return Err((device.into_transport(), error));
-        }
+        negotiate::finish(&mut device.transport)?;
         device.transport.notify(RX_QUEUE);
         device.transport.notify(EVENT_QUEUE);
         Ok(device)
-    }
-
-    fn into_transport(self) -> T {
-        self.transport
     }
 
     /// This guest's context ID.
