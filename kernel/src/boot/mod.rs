@@ -233,12 +233,33 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     );
     report_memory(handover, pool);
     report_simd(&handover.features);
-    report_pci();
+    let functions = report_pci();
     let config = check_config(handover.config, info);
     if let Some(fault) = config.and_then(|c| c.test_fault) {
         fault_test::trigger(fault);
     }
-    info!("boot complete: nothing to serve yet, exiting");
+    let mut devices = crate::drivers::virtio::probe(&functions);
+    if config.is_some_and(|c| c.test_devices) {
+        match crate::drivers::virtio::selfcheck::run(&mut devices) {
+            Ok(()) => info!("device self-check passed"),
+            Err(why) => fail(
+                ExitCode::SetupFailed,
+                format_args!("device self-check failed: {why}"),
+            ),
+        }
+    }
+    if let (Some(config), Some(bytes), Some(platform)) = (config, handover.config, PLATFORM.get())
+        && !config.test_devices
+        && !config.test_boot_only
+    {
+        let boot = crate::service::kernel::Boot {
+            info,
+            config_bytes: bytes,
+            config,
+        };
+        crate::service::kernel::run(devices, boot, *platform)
+    }
+    info!("boot complete: not serving, exiting");
     exit(ExitCode::Success)
 }
 
@@ -291,12 +312,12 @@ fn report_simd(features: &CpuFeatures) {
     );
 }
 
-fn report_pci() {
+fn report_pci() -> Vec<pci::PciFunction> {
     let state = match ecam::enable_q35() {
         Ok(state) => state,
         Err(e) => {
             warn!("PCI: no ECAM ({e}); no devices enumerated");
-            return;
+            return Vec::new();
         }
     };
     let functions = pci::enumerate::enumerate(&ecam::Ecam::q35());
@@ -325,6 +346,7 @@ fn report_pci() {
             names::describe(function)
         );
     }
+    functions
 }
 
 fn check_config(bytes: Option<&[u8]>, info: &BootInfo) -> Option<Config> {
