@@ -74,6 +74,9 @@ pub struct Config {
     /// Test-only: report the boot and exit instead of serving; `false` in every real
     /// deployment.
     pub test_boot_only: bool,
+    /// Test-only: run the SMP self-test (a sum split across every CPU, checked against the
+    /// serial sum) at boot; `false` in every real deployment.
+    pub test_smp: bool,
 }
 
 impl Config {
@@ -88,6 +91,7 @@ impl Config {
             test_fault: None,
             test_devices: false,
             test_boot_only: false,
+            test_smp: false,
         }
     }
 
@@ -142,6 +146,7 @@ impl Config {
                 }
                 Key::TestDevices => config.test_devices = parse_bool(value).ok_or(bad)?,
                 Key::TestBootOnly => config.test_boot_only = parse_bool(value).ok_or(bad)?,
+                Key::TestSmp => config.test_smp = parse_bool(value).ok_or(bad)?,
             }
         }
         config.min_model_version =
@@ -172,6 +177,9 @@ impl fmt::Display for Config {
         }
         if self.test_boot_only {
             writeln!(f, "test_boot_only = true")?;
+        }
+        if self.test_smp {
+            writeln!(f, "test_smp = true")?;
         }
         Ok(())
     }
@@ -247,10 +255,11 @@ enum Key {
     TestFault,
     TestDevices,
     TestBootOnly,
+    TestSmp,
 }
 
 impl Key {
-    const ALL: [Key; 8] = [
+    const ALL: [Key; 9] = [
         Key::MinModelVersion,
         Key::ReleaseServerPublic,
         Key::Slots,
@@ -259,6 +268,7 @@ impl Key {
         Key::TestFault,
         Key::TestDevices,
         Key::TestBootOnly,
+        Key::TestSmp,
     ];
 
     fn name(self) -> &'static str {
@@ -271,6 +281,7 @@ impl Key {
             Self::TestFault => "test_fault",
             Self::TestDevices => "test_devices",
             Self::TestBootOnly => "test_boot_only",
+            Self::TestSmp => "test_smp",
         }
     }
 
@@ -282,7 +293,7 @@ impl Key {
             Self::Queue => "an integer 0..=1024",
             Self::CadenceMs => "an integer 0..=10000",
             Self::TestFault => "\"guard-page\" or \"panic\"",
-            Self::TestDevices | Self::TestBootOnly => "true or false",
+            Self::TestDevices | Self::TestBootOnly | Self::TestSmp => "true or false",
         }
     }
 
@@ -292,12 +303,12 @@ impl Key {
 }
 
 #[derive(Default)]
-struct Seen(u8);
+struct Seen(u16);
 
 impl Seen {
     /// Records `key`; returns whether it had been seen before.
     fn mark(&mut self, key: Key) -> bool {
-        let bit = 1u8 << (key as u8);
+        let bit = 1u16 << (key as u8);
         let before = self.0 & bit != 0;
         self.0 |= bit;
         before
@@ -421,6 +432,10 @@ mod tests {
         config.test_devices = true;
         let text = config.to_string();
         assert!(text.ends_with("test_devices = true\n"), "{text}");
+        assert_eq!(Config::parse(text.as_bytes()), Ok(config), "{text}");
+        config.test_smp = true;
+        let text = config.to_string();
+        assert!(text.ends_with("test_smp = true\n"), "{text}");
         assert_eq!(Config::parse(text.as_bytes()), Ok(config), "{text}");
         assert!(Config::new(3, key()).to_string().starts_with(&minimal()));
     }

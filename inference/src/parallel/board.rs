@@ -78,8 +78,12 @@ impl Board {
 
     /// The current generation: it changes each time a job is published. Idle workers poll it
     /// (or sleep until told) and call [`Self::help`] when it moves.
+    ///
+    /// Sequentially consistent, so a worker that announces "going to sleep" (a SeqCst store)
+    /// and then reads the generation pairs with a publisher that stores the generation and then
+    /// reads the announcement: at least one of them sees the other.
     pub fn generation(&self) -> u64 {
-        self.state.load(Ordering::Acquire) >> GENERATION_SHIFT
+        self.state.load(Ordering::SeqCst) >> GENERATION_SHIFT
     }
 
     /// Runs `task` for every index in `0..tasks`, on the calling thread as worker `publisher`

@@ -80,11 +80,25 @@ pub fn describe(vector: u64) -> (&'static str, &'static str) {
     }
 }
 
+/// " of CPU n" for application processors, nothing for the boot CPU.
+struct CpuSuffix(usize);
+
+impl core::fmt::Display for CpuSuffix {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            0 => Ok(()),
+            cpu => write!(f, " of CPU {cpu}"),
+        }
+    }
+}
+
 extern "sysv64" fn ward_exception_handler(frame: *const ExceptionFrame) -> ! {
     // SAFETY: the common stub passes a pointer to the frame it just built on this stack.
     let frame = unsafe { &*frame };
     let fault_address = cr2();
-    let handler_stack = Stack::containing(VirtAddr::new(core::ptr::from_ref(&frame.vector) as u64));
+    let handler_stack =
+        Stack::locate_on_any_cpu(VirtAddr::new(core::ptr::from_ref(&frame.vector) as u64))
+            .filter(|&(_, _, mapped)| mapped);
     let (mnemonic, name) = describe(frame.vector);
     let mut out = EmergencyWriter;
     let _ = writeln!(
@@ -112,11 +126,22 @@ extern "sysv64" fn ward_exception_handler(frame: *const ExceptionFrame) -> ! {
         "    r8 {:#x} r9 {:#x} r10 {:#x} r11 {:#x} r12 {:#x} r13 {:#x} r14 {:#x} r15 {:#x}",
         frame.r8, frame.r9, frame.r10, frame.r11, frame.r12, frame.r13, frame.r14, frame.r15
     );
-    let _ = writeln!(
-        out,
-        "    handled on the {} stack",
-        handler_stack.map_or("loader's (before the kernel's tables)", Stack::name)
-    );
+    match handler_stack {
+        Some((cpu, stack, _)) => {
+            let _ = writeln!(
+                out,
+                "    handled on the {} stack{}",
+                stack.name(),
+                CpuSuffix(cpu)
+            );
+        }
+        None => {
+            let _ = writeln!(
+                out,
+                "    handled on the loader's (before the kernel's tables) stack"
+            );
+        }
+    }
     if frame.vector == 14 {
         let code = frame.error_code;
         let _ = writeln!(
@@ -140,13 +165,14 @@ extern "sysv64" fn ward_exception_handler(frame: *const ExceptionFrame) -> ! {
                 ""
             }
         );
-        if let Some(stack) = Stack::guarded_by(VirtAddr::new(fault_address)) {
+        if let Some((cpu, stack, false)) = Stack::locate_on_any_cpu(VirtAddr::new(fault_address)) {
             let _ = writeln!(
                 out,
-                "    cr2 is in the guard page below the {} stack [{:#x}..{:#x})",
+                "    cr2 is in the guard page below the {} stack{} [{:#x}..{:#x})",
                 stack.name(),
-                stack.bottom().as_u64(),
-                stack.top().as_u64()
+                CpuSuffix(cpu),
+                stack.bottom_on(cpu).as_u64(),
+                stack.top_on(cpu).as_u64()
             );
         }
     }

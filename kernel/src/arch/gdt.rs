@@ -56,10 +56,16 @@ fn tss_descriptor(base: u64) -> [u64; 2] {
 /// Called once, on the kernel stack, after the kernel's page tables (which map the IST stacks)
 /// are active.
 pub fn init() {
+    init_for_cpu(0);
+}
+
+/// [`init`] for CPU `cpu` (0 is the boot CPU): a GDT and TSS of its own, whose IST entries
+/// are that CPU's stacks ([`Stack::top_on`]), which must be mapped.
+pub fn init_for_cpu(cpu: usize) {
     let mut interrupt_stacks = [0u64; 7];
     for stack in Stack::ALL {
         if let Some(index) = stack.ist_index() {
-            interrupt_stacks[usize::from(index) - 1] = stack.top().as_u64();
+            interrupt_stacks[usize::from(index) - 1] = stack.top_on(cpu).as_u64();
         }
     }
     let tss = Box::leak(Box::new(Tss {

@@ -53,10 +53,19 @@ pub fn stack_for(vector: u8) -> Stack {
 
 /// Builds and loads the IDT. Needs the GDT (for the code selector and the IST stacks).
 pub fn init() {
+    init_with(&[]);
+}
+
+/// [`init`] plus interrupt gates for `extra` (vector ≥ 32, handler address), which run on the
+/// interrupted code's stack: the application processors' wake-up and spurious vectors.
+pub fn init_with(extra: &[(u8, u64)]) {
     let mut gates = [Gate::default(); 256];
     for (vector, handler) in stub_addresses().iter().enumerate() {
         let ist = stack_for(vector as u8).ist_index().unwrap_or(0);
         gates[vector] = Gate::interrupt(*handler, ist);
+    }
+    for &(vector, handler) in extra.iter().filter(|(vector, _)| *vector >= 32) {
+        gates[usize::from(vector)] = Gate::interrupt(handler, 0);
     }
     let table = Box::leak(Box::new(gates));
     let idtr = Idtr {

@@ -1,6 +1,7 @@
 //! x86-64 specifics: CPU features and SIMD level, paging, the TSC, randomness and, on bare
 //! metal, descriptor tables, exceptions, ports and control registers.
 
+pub mod apic;
 pub mod cpu_features;
 #[cfg(target_os = "none")]
 pub mod exceptions;
@@ -15,4 +16,5 @@ pub mod random;
 #[cfg(target_os = "none")]
 pub mod registers;
 pub mod simd;
+pub mod smp;
 pub mod tsc;

@@ -26,6 +26,17 @@ pub unsafe fn outb(port: u16, value: u8) {
     };
 }
 
+/// Writes a word to `port`.
+///
+/// # Safety
+/// The write must be valid for the device behind `port`.
+pub unsafe fn outw(port: u16, value: u16) {
+    // SAFETY: the caller vouches for the port; OUT touches no memory.
+    unsafe {
+        asm!("out dx, ax", in("dx") port, in("ax") value, options(nomem, nostack, preserves_flags))
+    };
+}
+
 /// Reads a doubleword from `port`.
 ///
 /// # Safety

@@ -4,4 +4,5 @@ pub mod address;
 pub mod frames;
 #[cfg(target_os = "none")]
 pub mod heap;
+pub mod large_pages;
 pub mod shared_pool;

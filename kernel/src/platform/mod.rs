@@ -8,11 +8,14 @@
 //! - converting pages between private and shared (SNP page-state change + PVALIDATE, TDX
 //!   MapGPA + accept);
 //! - evidence for a 64-byte REPORT_DATA;
-//! - seed material for the DRBG.
+//! - seed material for the DRBG;
+//! - starting an application processor (native: INIT-SIPI-SIPI; SNP: a VMSA and the GHCB
+//!   AP-creation request; TDX: the MP wake-up mailbox) — the one seam of SMP start-up.
 
 pub mod native;
 
-use crate::mm::address::PhysRange;
+use crate::arch::apic::{ApicError, LocalApic};
+use crate::mm::address::{PhysRange, VirtAddr};
 use core::fmt;
 use ward_bootinfo::PlatformKind;
 
@@ -30,6 +33,55 @@ impl fmt::Display for PlatformError {
         match self {
             Self::BadRange(range) => write!(f, "range {range} is not whole pages"),
             Self::Random(error) => write!(f, "CPU random source failed: {error:?}"),
+        }
+    }
+}
+
+/// How an application processor is to be started (built by `arch::smp`).
+///
+/// Native (and SEV-ES-less KVM) starts the AP in real mode at the trampoline page, which goes
+/// to long mode and jumps to `long_mode_entry`. Platforms that create APs directly in long mode
+/// (SNP: a VMSA with the target's register state; TDX: the mailbox hands the AP a 64-bit entry)
+/// start them at `long_mode_entry` instead, with `rdi = argument`, `rdx =` the kernel's CR3
+/// (the current CR3), `rsp = stack_top`, paging on with tables mapping the kernel's upper half.
+#[derive(Clone, Copy, Debug)]
+pub struct ApStartup {
+    /// The boot CPU's local APIC (to send IPIs).
+    pub apic: LocalApic,
+    /// The start-up IPI vector: the real-mode trampoline's page number (below 1 MiB).
+    pub trampoline_vector: u8,
+    /// Whether the trampoline has started running since it was prepared for this AP.
+    pub trampoline_alive: fn() -> bool,
+    /// The AP's 64-bit entry (`ward_ap_long_mode` in kernel text).
+    pub long_mode_entry: VirtAddr,
+    /// The AP's kernel stack top.
+    pub stack_top: VirtAddr,
+    /// The value for `rdi` (the AP's boot record).
+    pub argument: u64,
+}
+
+/// Why an application processor could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ApStartError {
+    /// The platform has no AP start-up yet (SNP and TDX until their mechanism is written).
+    Unsupported {
+        /// The platform's name.
+        platform: &'static str,
+    },
+    /// Sending an IPI failed.
+    Apic(ApicError),
+}
+
+impl fmt::Display for ApStartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Unsupported { platform } => {
+                write!(
+                    f,
+                    "starting application processors is not supported on {platform}"
+                )
+            }
+            Self::Apic(error) => write!(f, "local APIC: {error}"),
         }
     }
 }
@@ -73,6 +125,23 @@ pub trait Platform: Sync {
 
     /// 32 bytes of seed material from a source the host cannot control.
     fn random_seed(&self) -> Result<[u8; 32], PlatformError>;
+
+    /// Starts the application processor `apic_id` as `startup` describes, without waiting for
+    /// it (the caller waits for its check-in). Native sends INIT and start-up IPIs to the
+    /// trampoline. SNP must create a VMSA for the AP (entry state from `startup`, VMSA page
+    /// validated and marked as such with RMPADJUST) and ask the hypervisor with the GHCB
+    /// AP-creation NAE event; TDX must write the entry to the ACPI MP wake-up mailbox. Until a
+    /// platform implements it, this default refuses, and the kernel runs on the boot CPU alone.
+    fn start_application_processor(
+        &self,
+        apic_id: u32,
+        startup: &ApStartup,
+    ) -> Result<(), ApStartError> {
+        let _ = (apic_id, startup);
+        Err(ApStartError::Unsupported {
+            platform: self.name(),
+        })
+    }
 }
 
 /// Checks that a range to convert is non-empty whole pages.

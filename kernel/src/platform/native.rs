@@ -1,6 +1,8 @@
 //! A plain VM (KVM or TCG): no memory encryption, so all memory is already host-visible and
 //! sharing is bookkeeping only; evidence is simulated.
 
+#[cfg(target_os = "none")]
+use super::{ApStartError, ApStartup};
 use super::{Evidence, Platform, PlatformError, check_pages};
 use crate::arch::cpu_features::CpuFeatures;
 use crate::arch::random;
@@ -52,6 +54,16 @@ impl Platform for Native {
 
     fn random_seed(&self) -> Result<[u8; 32], PlatformError> {
         random::seed(&self.features).map_err(PlatformError::Random)
+    }
+
+    /// INIT, start-up, start-up to the real-mode trampoline (`arch::smp::start_with_sipi`).
+    #[cfg(target_os = "none")]
+    fn start_application_processor(
+        &self,
+        apic_id: u32,
+        startup: &ApStartup,
+    ) -> Result<(), ApStartError> {
+        crate::arch::smp::start_with_sipi(apic_id, startup)
     }
 }
 

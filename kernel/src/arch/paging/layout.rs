@@ -113,6 +113,49 @@ impl Stack {
     }
 }
 
+/// Stack slots reserved per CPU: CPU `n`'s stacks use slots `n * SLOTS_PER_CPU + stack.slot()`,
+/// so CPU 0 (the boot CPU) has exactly the slots above.
+pub const SLOTS_PER_CPU: u64 = 8;
+/// Most CPUs the stack region is laid out for (16 GiB of the 512 GiB PML4 entry).
+pub const MAX_CPUS: usize = 256;
+/// Kernel stack of an application processor (they run worker tasks only).
+pub const AP_KERNEL_STACK_BYTES: u64 = 512 << 10;
+
+impl Stack {
+    /// Size of this stack on CPU `cpu` (0 is the boot CPU).
+    pub const fn size_on(self, cpu: usize) -> u64 {
+        match (cpu, self) {
+            (0, _) => self.size(),
+            (_, Self::Kernel) => AP_KERNEL_STACK_BYTES,
+            _ => self.size(),
+        }
+    }
+
+    /// One past the highest address of this stack on CPU `cpu`.
+    pub const fn top_on(self, cpu: usize) -> VirtAddr {
+        VirtAddr::new(
+            STACK_REGION + (cpu as u64 * SLOTS_PER_CPU + self.slot() + 1) * STACK_SLOT_BYTES,
+        )
+    }
+
+    /// Lowest mapped address of this stack on CPU `cpu`.
+    pub const fn bottom_on(self, cpu: usize) -> VirtAddr {
+        VirtAddr::new(self.top_on(cpu).as_u64() - self.size_on(cpu))
+    }
+
+    /// The CPU and stack whose slot holds `address`, and whether it is in the mapped stack
+    /// (`true`) or in the unmapped guard area below it (`false`).
+    pub fn locate_on_any_cpu(address: VirtAddr) -> Option<(usize, Stack, bool)> {
+        let slot = address.as_u64().checked_sub(STACK_REGION)? / STACK_SLOT_BYTES;
+        let cpu = usize::try_from(slot / SLOTS_PER_CPU).ok()?;
+        if cpu >= MAX_CPUS {
+            return None;
+        }
+        let stack = *Self::ALL.get((slot % SLOTS_PER_CPU) as usize)?;
+        Some((cpu, stack, address >= stack.bottom_on(cpu)))
+    }
+}
+
 /// A virtual range `[start, end)` with the access it is mapped with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
@@ -287,6 +330,52 @@ mod tests {
         );
         assert_eq!(VirtAddr::new(STACK_REGION).table_index(4), 510);
         assert_eq!(VirtAddr::new(SHARED_WINDOW).table_index(4), 509);
+    }
+
+    #[test]
+    fn per_cpu_stacks_extend_the_boot_cpus_layout() {
+        for stack in Stack::ALL {
+            assert_eq!(stack.top_on(0), stack.top());
+            assert_eq!(stack.bottom_on(0), stack.bottom());
+        }
+        let mut ranges = Vec::new();
+        for cpu in [0, 1, 2, MAX_CPUS - 1] {
+            for stack in Stack::ALL {
+                let (bottom, top) = (stack.bottom_on(cpu), stack.top_on(cpu));
+                assert!(bottom.is_aligned(PAGE_SIZE) && top.is_aligned(PAGE_SIZE));
+                assert_eq!(Stack::locate_on_any_cpu(bottom), Some((cpu, stack, true)));
+                assert_eq!(
+                    Stack::locate_on_any_cpu(VirtAddr::new(top.as_u64() - 1)),
+                    Some((cpu, stack, true))
+                );
+                assert_eq!(
+                    Stack::locate_on_any_cpu(VirtAddr::new(bottom.as_u64() - 8)),
+                    Some((cpu, stack, false))
+                );
+                ranges.push((bottom, top));
+            }
+        }
+        ranges.sort();
+        assert!(
+            ranges
+                .windows(2)
+                .all(|w| w[0].1.as_u64() + PAGE_SIZE <= w[1].0.as_u64())
+        );
+        let end = Stack::Exception.top_on(MAX_CPUS - 1).as_u64();
+        assert!(end < KERNEL_BASE && VirtAddr::new(end - 1).table_index(4) == 510);
+        assert_eq!(
+            Stack::locate_on_any_cpu(Stack::Kernel.top_on(MAX_CPUS - 1 + 1)),
+            None
+        );
+        assert_eq!(
+            Stack::locate_on_any_cpu(VirtAddr::new(STACK_REGION - 1)),
+            None
+        );
+        // Slots 6 and 7 of each CPU hold no stack.
+        assert_eq!(
+            Stack::locate_on_any_cpu(VirtAddr::new(STACK_REGION + 6 * STACK_SLOT_BYTES)),
+            None
+        );
     }
 
     #[test]

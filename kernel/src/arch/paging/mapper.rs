@@ -61,6 +61,16 @@ impl<F: TableFrames> PageTables<F> {
         })
     }
 
+    /// Tables that already exist at `root` (the live kernel tables), to add mappings to them.
+    /// New tables come from `frames`; existing mappings are never replaced ([`MapError::AlreadyMapped`]).
+    pub fn open(frames: F, root: PhysAddr, table_mask: u64) -> Self {
+        Self {
+            root,
+            frames,
+            table_mask,
+        }
+    }
+
     /// Physical address of the PML4 (the value for CR3).
     pub fn root(&self) -> PhysAddr {
         self.root
