@@ -10,5 +10,5 @@ export WARD_MODEL="$(scripts/fetch-model.sh)"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --release -- -D warnings
 cargo run --release --quiet -p ward-tools -- build
-cargo run --release --quiet -p ward-tools -- build --clippy
+scripts/clippy-bare.sh
 cargo test --workspace --release
