@@ -2,6 +2,7 @@
 //! (image packing, the QEMU launcher, the client). The CLI front ends live in `main.rs`/`cmd/`.
 
 pub mod client;
+pub mod hugepages;
 pub mod image;
 pub mod qemu;
 pub mod tiny_model;
