@@ -216,7 +216,15 @@ fn start_others(
         }
     }
     let ids: Vec<u32> = workers.iter().map(pool::Worker::apic_id).collect();
-    info!("SMP: {} CPUs started, APIC IDs {ids:?}", workers.len());
+    let mode = match apic.mode() {
+        ApicMode::X2Apic => "x2APIC",
+        ApicMode::XApic(_) => "xAPIC",
+    };
+    info!(
+        "SMP: {} CPUs started, APIC IDs {ids:?} ({mode}, {} listed in the MADT)",
+        workers.len(),
+        others.len() + 1
+    );
 }
 
 fn start_one(
