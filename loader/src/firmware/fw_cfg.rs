@@ -1,5 +1,5 @@
 //! QEMU's firmware configuration device: signature check, file directory, and reads through the
-//! DMA interface (port I/O reads cost one VM exit per byte).
+//! DMA interface (port I/O reads cost one VM exit per byte; they are used only in a TD).
 //!
 //! The device is the host's and untrusted: directory entries, sizes and DMA status are checked,
 //! and waiting for a transfer is bounded.
@@ -80,31 +80,52 @@ struct DmaAccess {
     address: u64,
 }
 
-/// A probed fw_cfg device with the DMA interface.
+/// A probed fw_cfg device.
 pub struct FwCfg {
-    _probed: (),
+    /// Transfers go through the DMA interface; otherwise through the data port, one byte per
+    /// access (in a TD the device cannot reach private memory, and each port access is a #VE).
+    dma: bool,
 }
 
 impl FwCfg {
-    /// Checks the signature and the DMA feature bit.
-    pub fn probe() -> Result<Self, FwCfgError> {
+    /// Checks the signature, and the DMA feature bit when `use_dma`.
+    pub fn probe(use_dma: bool) -> Result<Self, FwCfgError> {
         let mut signature = [0u8; 4];
         read_port_bytes(KEY_SIGNATURE, &mut signature);
         if &signature != b"QEMU" {
             return Err(FwCfgError::NoDevice);
         }
-        let mut features = [0u8; 4];
-        read_port_bytes(KEY_FEATURES, &mut features);
-        if u32::from_le_bytes(features) & FEATURE_DMA == 0 {
-            return Err(FwCfgError::NoDma);
+        if use_dma {
+            let mut features = [0u8; 4];
+            read_port_bytes(KEY_FEATURES, &mut features);
+            if u32::from_le_bytes(features) & FEATURE_DMA == 0 {
+                return Err(FwCfgError::NoDma);
+            }
         }
-        Ok(Self { _probed: () })
+        Ok(Self { dma: use_dma })
+    }
+
+    /// One transfer into `buffer`: `control` as for DMA (select bit and key, read bit).
+    fn transfer(&mut self, control: u32, buffer: &mut [u8]) -> Result<(), FwCfgError> {
+        if self.dma {
+            return self.dma(control, buffer);
+        }
+        // SAFETY: fw_cfg's selector and data ports; selecting and reading have no other effect.
+        unsafe {
+            if control & DMA_SELECT != 0 {
+                outw(SELECTOR_PORT, (control >> 16) as u16);
+            }
+            for byte in buffer {
+                *byte = inb(DATA_PORT);
+            }
+        }
+        Ok(())
     }
 
     /// Looks `name` up in the directory.
     pub fn find(&mut self, name: &str) -> Result<Option<File>, FwCfgError> {
         let mut count = [0u8; 4];
-        self.dma(
+        self.transfer(
             DMA_SELECT | DMA_READ | (u32::from(KEY_FILE_DIRECTORY) << 16),
             &mut count,
         )?;
@@ -116,7 +137,7 @@ impl FwCfg {
         // Read every entry, even after a match, so the next reader starts from a clean state.
         for _ in 0..count {
             let mut entry = [0u8; DIRECTORY_ENTRY_SIZE];
-            self.dma(DMA_READ, &mut entry)?;
+            self.transfer(DMA_READ, &mut entry)?;
             let raw_name = &entry[8..8 + NAME_SIZE];
             let length = raw_name.iter().position(|&b| b == 0).unwrap_or(NAME_SIZE);
             if found.is_none() && &raw_name[..length] == name.as_bytes() {
@@ -139,7 +160,7 @@ impl FwCfg {
             });
         }
         let buffer = &mut buffer[..size];
-        self.dma(
+        self.transfer(
             DMA_SELECT | DMA_READ | (u32::from(file.selector) << 16),
             buffer,
         )?;

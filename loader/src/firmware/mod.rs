@@ -6,6 +6,7 @@ mod cpu;
 mod fw_cfg;
 mod pool;
 mod serial;
+mod tdx;
 
 use core::fmt;
 use fw_cfg::{FwCfg, FwCfgError};
@@ -30,6 +31,7 @@ enum LoaderError {
     Memory(MemoryError),
     NoRoomForKernel(u64),
     Paging(PagingError),
+    Tdx(tdx::TdxError),
 }
 
 impl fmt::Display for LoaderError {
@@ -59,6 +61,7 @@ impl fmt::Display for LoaderError {
                 )
             }
             Self::Paging(e) => write!(f, "page tables: {e}"),
+            Self::Tdx(e) => write!(f, "TDX: {e}"),
         }
     }
 }
@@ -73,12 +76,14 @@ macro_rules! impl_from {
     };
 }
 impl_from!(PayloadError => Payload, ElfError => Elf, FwCfgError => FwCfg,
-           MemoryError => Memory, PagingError => Paging);
+           MemoryError => Memory, PagingError => Paging, tdx::TdxError => Tdx);
 
 /// The Rust entry point, called by `boot.s` on the boot stack with SSE/AVX enabled.
 extern "sysv64" fn loader_main() -> ! {
+    // Inside a TD, port I/O raises #VE: the handler must be in place before the first one.
+    let tdx = tdx::Tdx::detect();
     serial::init_logging();
-    match run() {
+    match run(tdx) {
         Ok(never) => match never {},
         Err(error) => {
             error!("{error}");
@@ -151,8 +156,16 @@ fn hex(bytes: &[u8]) -> impl fmt::Display + '_ {
     Hex(bytes)
 }
 
-fn run() -> Result<core::convert::Infallible, LoaderError> {
+fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> {
     info!("Ward loader {} (stage0)", env!("CARGO_PKG_VERSION"));
+    let (platform, encryption_mask) = match &tdx {
+        Some(td) => {
+            let shared = td.shared_mask()?;
+            info!("platform TDX (never tested on hardware), shared bit {shared:#x}");
+            (PlatformKind::Tdx, shared)
+        }
+        None => (PlatformKind::Native, 0),
+    };
     let (image, descriptor) = locate_image()?;
     let kernel_bytes = &image[descriptor.kernel_range()];
     let kernel = KernelElf::parse(kernel_bytes)?;
@@ -165,11 +178,20 @@ fn run() -> Result<core::convert::Infallible, LoaderError> {
         kernel.entry()
     );
 
-    let mut fw_cfg = FwCfg::probe()?;
+    let mut fw_cfg = FwCfg::probe(tdx.is_none())?;
     let e820_file = fw_cfg.find("etc/e820")?.ok_or(LoaderError::NoE820)?;
     let mut e820_buffer = [0u8; E820_ENTRY_SIZE * MAX_E820_ENTRIES];
     let e820 = fw_cfg.read(e820_file, &mut e820_buffer)?;
     let mut builder = MemoryMapBuilder::from_e820(memory::parse_e820(e820)?)?;
+    if let Some(td) = &tdx {
+        let accepted = td.accept_ram(memory::parse_e820(e820)?)?;
+        info!(
+            "TDX: accepted {:#x} bytes of RAM ({} x 2 MiB, {} x 4 KiB)",
+            accepted.bytes(),
+            accepted.large,
+            accepted.small
+        );
+    }
     builder.mark_used(
         layout::LOADER_AREA_START,
         layout::LOADER_AREA_END,
@@ -254,7 +276,8 @@ fn run() -> Result<core::convert::Infallible, LoaderError> {
         unsafe { core::slice::from_raw_parts_mut(kernel_physical as *mut u8, span as usize) };
     kernel.load_into(destination)?;
 
-    let mut boot_info = BootInfo::new(PlatformKind::Native);
+    let mut boot_info = BootInfo::new(platform);
+    boot_info.platform_info.encryption_mask = encryption_mask;
     boot_info.kernel.physical_start = kernel_physical;
     boot_info.kernel.physical_end = kernel_physical + span;
     boot_info.kernel.entry = kernel.entry();
