@@ -212,6 +212,9 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
         )
     });
     let platform = PLATFORM.get().map_or("unknown", |p| p.name());
+    let cpus = PLATFORM.get().map_or(1, |p| {
+        crate::arch::smp::start(info.memory_map.regions(), *p).cpus
+    });
 
     let usable: u64 = info
         .memory_map
@@ -221,7 +224,7 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
         .map(|r| r.length)
         .sum();
     info!(
-        "Ward kernel {} booted: platform={platform} cpus=1 memory={}",
+        "Ward kernel {} booted: platform={platform} cpus={cpus} memory={}",
         crate::VERSION,
         Size(usable)
     );
@@ -237,6 +240,9 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     let config = check_config(handover.config, info);
     if let Some(fault) = config.and_then(|c| c.test_fault) {
         fault_test::trigger(fault);
+    }
+    if config.is_some_and(|c| c.test_smp) {
+        smp_self_test(cpus);
     }
     let mut devices = crate::drivers::virtio::probe(&functions);
     if config.is_some_and(|c| c.test_devices) {
@@ -261,6 +267,44 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     }
     info!("boot complete: not serving, exiting");
     exit(ExitCode::Success)
+}
+
+fn smp_self_test(cpus: usize) {
+    use ward_inference::parallel::Executor;
+    let Some(pool) = crate::arch::smp::pool::get() else {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("SMP self-test: no CPU pool"),
+        )
+    };
+    let mask = PLATFORM.get().map_or(0, |p| p.private_pte_mask());
+    let outcome = match crate::arch::smp::selftest::run(pool, mask) {
+        Ok(outcome) => outcome,
+        Err(e) => fail(ExitCode::SetupFailed, format_args!("SMP self-test: {e}")),
+    };
+    info!(
+        "SMP self-test: {} elements in 2 MiB pages at {:#x}, serial sum {:#x} in {} us, parallel sum {:#x} in {} us on {} CPUs (APIC IDs {:?}) after {} round(s)",
+        crate::arch::smp::selftest::ELEMENTS,
+        outcome.buffer_address,
+        outcome.serial,
+        outcome.serial_micros,
+        outcome.parallel,
+        outcome.parallel_micros,
+        outcome.cpus.len(),
+        outcome.cpus,
+        outcome.rounds
+    );
+    if !outcome.passed(cpus) {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("SMP self-test failed: sums differ or not all {cpus} CPUs took part"),
+        );
+    }
+    info!(
+        "SMP self-test passed; one synchronisation point (empty run, {} tasks) costs {} ns",
+        pool.workers(),
+        outcome.empty_run_nanos
+    );
 }
 
 fn report_memory(handover: &Handover, pool: &SharedPool) {

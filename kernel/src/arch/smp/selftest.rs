@@ -33,6 +33,9 @@ pub struct Outcome {
     pub parallel_micros: u64,
     /// Physical address of the data (a 2 MiB-page mapped buffer).
     pub buffer_address: u64,
+    /// Cost of one synchronisation point: the mean time of an empty run with one task per
+    /// CPU, back to back (helpers spinning), in nanoseconds.
+    pub empty_run_nanos: u64,
 }
 
 impl Outcome {
@@ -54,6 +57,21 @@ fn cpuid_apic_id() -> u32 {
 fn mix(value: u32) -> u64 {
     let v = u64::from(value);
     v.wrapping_mul(v) ^ (v >> 3)
+}
+
+/// Runs this many empty jobs to time one synchronisation point.
+const EMPTY_RUNS: u64 = 1000;
+
+fn empty_run_nanos(pool: &CpuPool) -> u64 {
+    let tasks = pool.workers();
+    pool.run(tasks, &|_, _| {});
+    let start = tsc::rdtsc();
+    for _ in 0..EMPTY_RUNS {
+        pool.run(tasks, &|task, _| {
+            core::hint::black_box(task);
+        });
+    }
+    micros(tsc::rdtsc().wrapping_sub(start)) * 1000 / EMPTY_RUNS
 }
 
 fn micros(ticks: u64) -> u64 {
@@ -99,6 +117,7 @@ pub fn run(pool: &CpuPool, private_mask: u64) -> Result<Outcome, LargeBufferErro
         serial_micros,
         parallel_micros: 0,
         buffer_address: 0,
+        empty_run_nanos: 0,
     };
     for round in 1..=MAX_ROUNDS {
         let start = tsc::rdtsc();
@@ -124,6 +143,7 @@ pub fn run(pool: &CpuPool, private_mask: u64) -> Result<Outcome, LargeBufferErro
     }
     cpus.sort_unstable();
     outcome.cpus = cpus;
+    outcome.empty_run_nanos = empty_run_nanos(pool);
     outcome.buffer_address = data_address;
     Ok(outcome)
 }
