@@ -327,6 +327,15 @@ fn every_tensor_type_parses_runs_and_agrees_with_a_naive_reference() {
                 level.name()
             );
             per_level.push(logits.iter().map(|v| v.to_bits()).collect());
+            // A prompt split into steps of two or more tokens gives the same logits as one step.
+            let mut whole = model.new_context(16, 8);
+            let mut split = model.new_context(16, 3);
+            let a = model.forward(&mut whole, &PROMPT).unwrap().to_vec();
+            let b = model.forward(&mut split, &PROMPT).unwrap().to_vec();
+            assert!(
+                a.iter().zip(&b).all(|(x, y)| x.to_bits() == y.to_bits()),
+                "split prompt"
+            );
         }
         for bits in &per_level[1..] {
             assert!(

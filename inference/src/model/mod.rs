@@ -95,15 +95,19 @@ impl Model {
                 capacity: ctx.capacity,
             });
         }
-        for chunk in tokens.chunks(ctx.max_batch) {
-            self.step(ctx, chunk)?;
+        let chunks = tokens.len().div_ceil(ctx.max_batch);
+        for (i, chunk) in tokens.chunks(ctx.max_batch).enumerate() {
+            self.step(ctx, chunk, i + 1 == chunks)?;
         }
         self.logits(ctx)?;
         Ok(&ctx.logits)
     }
 
-    /// Runs the layers over one batch of tokens (at most `max_batch`).
-    fn step(&self, ctx: &mut Context, tokens: &[u32]) -> Result<(), ModelError> {
+    /// Runs the layers over one batch of tokens (at most `max_batch`). In the last step only the
+    /// last token's logits are wanted, so after the last layer's keys and values are stored, the
+    /// rest of that layer runs for the last token alone (as llama.cpp does; rows are independent,
+    /// so its values do not change).
+    fn step(&self, ctx: &mut Context, tokens: &[u32], last_step: bool) -> Result<(), ModelError> {
         let c = &self.config;
         let n = tokens.len();
         let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
@@ -128,6 +132,12 @@ impl Model {
             );
         }
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
+            let first = if last_step && layer_index + 1 == c.n_layers {
+                n - 1
+            } else {
+                0
+            };
+            let m = n - first;
             // Attention block.
             for t in 0..n {
                 let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
@@ -156,7 +166,7 @@ impl Model {
                 }
                 ctx.store_kv(&self.math, layer_index, start + t, t);
             }
-            for t in 0..n {
+            for t in first..n {
                 let pos = start + t;
                 for head in 0..c.n_heads {
                     let kv_head = head / (c.n_heads / c.n_kv_heads);
@@ -179,15 +189,16 @@ impl Model {
                     );
                 }
             }
-            ctx.act_q.load(&ctx.att.as_slice()[..n * q_dim], n);
+            ctx.act_q
+                .load(&ctx.att.as_slice()[first * q_dim..n * q_dim], m);
             self.matmul(&layer.wo, &ctx.act_q, ctx.tmp.as_mut_slice())?;
             add_in_place(
-                &mut ctx.x.as_mut_slice()[..n * dim],
-                &ctx.tmp.as_slice()[..n * dim],
+                &mut ctx.x.as_mut_slice()[first * dim..n * dim],
+                &ctx.tmp.as_slice()[..m * dim],
             );
 
             // Feed-forward block.
-            for t in 0..n {
+            for t in first..n {
                 let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
                 rms_norm(
                     x,
@@ -196,10 +207,11 @@ impl Model {
                     &mut ctx.xn.as_mut_slice()[t * dim..(t + 1) * dim],
                 );
             }
-            ctx.act_dim.load(&ctx.xn.as_slice()[..n * dim], n);
+            ctx.act_dim
+                .load(&ctx.xn.as_slice()[first * dim..n * dim], m);
             self.matmul(&layer.w_gate, &ctx.act_dim, ctx.gate.as_mut_slice())?;
             self.matmul(&layer.w_up, &ctx.act_dim, ctx.up.as_mut_slice())?;
-            for t in 0..n {
+            for t in 0..m {
                 let range = t * ffn..(t + 1) * ffn;
                 self.math.swiglu(
                     &ctx.gate.as_slice()[range.clone()],
@@ -207,11 +219,11 @@ impl Model {
                     &mut ctx.hidden.as_mut_slice()[range],
                 );
             }
-            ctx.act_ffn.load(&ctx.hidden.as_slice()[..n * ffn], n);
+            ctx.act_ffn.load(&ctx.hidden.as_slice()[..m * ffn], m);
             self.matmul(&layer.w_down, &ctx.act_ffn, ctx.tmp.as_mut_slice())?;
             add_in_place(
-                &mut ctx.x.as_mut_slice()[..n * dim],
-                &ctx.tmp.as_slice()[..n * dim],
+                &mut ctx.x.as_mut_slice()[first * dim..n * dim],
+                &ctx.tmp.as_slice()[..m * dim],
             );
         }
         ctx.position += n;
