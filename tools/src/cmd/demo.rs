@@ -24,6 +24,7 @@ use sha2::{Digest, Sha384};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use ward_attestation::config::Config;
@@ -70,6 +71,9 @@ struct SealCommand {
     #[command(flatten)]
     args: super::seal::Args,
 }
+
+/// Set by the Ctrl-C handler.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
 
 /// A private directory removed when dropped (it holds the model key and the release key).
 struct WorkDir(PathBuf);
@@ -173,6 +177,7 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         let vm_slot = Arc::clone(&vm_slot);
         let dir_path = dir.0.clone();
         ctrlc::set_handler(move || {
+            INTERRUPTED.store(true, Ordering::SeqCst);
             eprintln!("\nward demo: interrupted; stopping the enclave");
             if let Ok(mut slot) = vm_slot.lock()
                 && let Some(mut vm) = slot.take()
@@ -309,6 +314,10 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         vm.shutdown();
     }
     step("enclave stopped");
+    if INTERRUPTED.load(Ordering::SeqCst) {
+        // The handler is cleaning up too; what broke was only the consequence.
+        return Ok(ExitCode::from(130));
+    }
     result?;
     Ok(ExitCode::SUCCESS)
 }
