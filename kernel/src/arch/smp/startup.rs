@@ -13,7 +13,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use log::{info, warn};
-use ward_bootinfo::MemoryRegion;
+use ward_bootinfo::{MemoryRegion, PlatformKind};
 
 /// How long the boot CPU waits for an AP to check in.
 pub const AP_START_TIMEOUT_MICROS: u64 = 2_000_000;
@@ -194,17 +194,23 @@ fn start_others(
     others: &[u32],
     workers: &mut Vec<pool::Worker>,
 ) {
-    let trampoline = match trampoline::Trampoline::install(regions, platform.private_pte_mask()) {
-        Ok(trampoline) => trampoline,
-        Err(error) => {
-            warn!("SMP: {error}: running on one CPU");
-            return;
+    // Only the native start-up path enters through the real-mode trampoline; confidential
+    // platforms start APs in long mode and must not have low memory written behind their back.
+    let trampoline = if platform.kind() == PlatformKind::Native {
+        match trampoline::Trampoline::install(regions, platform.private_pte_mask()) {
+            Ok(trampoline) => Some(trampoline),
+            Err(error) => {
+                warn!("SMP: {error}: running on one CPU");
+                return;
+            }
         }
+    } else {
+        None
     };
     let xcr0 = CpuFeatures::detect().xcr0;
     for &apic_id in others.iter().take(MAX_CPUS - 1) {
         let cpu = workers.len();
-        match start_one(cpu, apic_id, apic, xcr0, platform, &trampoline) {
+        match start_one(cpu, apic_id, apic, xcr0, platform, trampoline.as_ref()) {
             Ok(()) => workers.push(pool::Worker::new(apic_id)),
             Err(error) => {
                 warn!(
@@ -227,13 +233,18 @@ fn start_others(
     );
 }
 
+/// The trampoline-alive probe where there is no trampoline.
+fn never_alive() -> bool {
+    false
+}
+
 fn start_one(
     cpu: usize,
     apic_id: u32,
     apic: LocalApic,
     xcr0: u64,
     platform: &dyn Platform,
-    trampoline: &trampoline::Trampoline,
+    trampoline: Option<&trampoline::Trampoline>,
 ) -> Result<(), SmpError> {
     stacks::map_for_cpu(cpu, platform.private_pte_mask()).map_err(SmpError::Stacks)?;
     let boot: &'static ApBoot = Box::leak(Box::new(ApBoot {
@@ -245,11 +256,17 @@ fn start_one(
     }));
     let argument = core::ptr::from_ref(boot) as u64;
     let stack_top = Stack::Kernel.top_on(cpu);
-    trampoline.prepare(stack_top, argument);
+    if let Some(trampoline) = trampoline {
+        trampoline.prepare(stack_top, argument);
+    }
     let startup = ApStartup {
         apic,
-        trampoline_vector: trampoline.vector(),
-        trampoline_alive: trampoline::alive,
+        trampoline_vector: trampoline.map_or(0, trampoline::Trampoline::vector),
+        trampoline_alive: if trampoline.is_some() {
+            trampoline::alive
+        } else {
+            never_alive
+        },
         long_mode_entry: VirtAddr::new(ward_ap_long_mode as *const () as u64),
         stack_top,
         argument,
