@@ -11,7 +11,11 @@ use std::process::ExitCode;
 static ALLOCATOR: huge_pages::HugePageAllocator = huge_pages::HugePageAllocator;
 
 #[derive(Parser)]
-#[command(name = "ward", version, about = "Confidential LLM inference node: host tool")]
+#[command(
+    name = "ward",
+    version,
+    about = "Confidential LLM inference node: host tool"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -105,7 +105,12 @@ impl MemoryMap {
         Self {
             count: 0,
             reserved: 0,
-            entries: [MemoryRegion { start: 0, length: 0, kind: 0, reserved: 0 }; MAX_MEMORY_REGIONS],
+            entries: [MemoryRegion {
+                start: 0,
+                length: 0,
+                kind: 0,
+                reserved: 0,
+            }; MAX_MEMORY_REGIONS],
         }
     }
 
@@ -170,7 +175,11 @@ impl MeasurementLog {
         Self {
             count: 0,
             reserved: 0,
-            entries: [Measurement { kind: 0, reserved: 0, sha384: [0; 48] }; MAX_MEASUREMENTS],
+            entries: [Measurement {
+                kind: 0,
+                reserved: 0,
+                sha384: [0; 48],
+            }; MAX_MEASUREMENTS],
         }
     }
 
@@ -191,7 +200,11 @@ impl MeasurementLog {
         if index >= MAX_MEASUREMENTS {
             return false;
         }
-        self.entries[index] = Measurement { kind: kind as u32, reserved: 0, sha384 };
+        self.entries[index] = Measurement {
+            kind: kind as u32,
+            reserved: 0,
+            sha384,
+        };
         self.count += 1;
         true
     }
@@ -281,8 +294,17 @@ impl BootInfo {
                 cpuid_page: 0,
                 reserved: [0; 5],
             },
-            kernel: KernelPlacement { physical_start: 0, physical_end: 0, entry: 0 },
-            config: ConfigBlob { address: 0, length: 0, sha256: [0; 32], sha384: [0; 48] },
+            kernel: KernelPlacement {
+                physical_start: 0,
+                physical_end: 0,
+                entry: 0,
+            },
+            config: ConfigBlob {
+                address: 0,
+                length: 0,
+                sha256: [0; 32],
+                sha384: [0; 48],
+            },
             measurements: MeasurementLog::empty(),
             memory_map: MemoryMap::empty(),
         }
@@ -321,7 +343,10 @@ impl core::fmt::Display for BootInfoError {
         match self {
             Self::BadMagic(m) => write!(f, "boot info magic {m:#018x} is not WARDBOOT"),
             Self::UnsupportedVersion(v) => {
-                write!(f, "boot info version {v}, kernel supports {BOOT_INFO_VERSION}")
+                write!(
+                    f,
+                    "boot info version {v}, kernel supports {BOOT_INFO_VERSION}"
+                )
             }
             Self::SizeMismatch(s) => write!(
                 f,
@@ -353,7 +378,10 @@ mod tests {
         assert_eq!(offset_of!(BootInfo, kernel), 88);
         assert_eq!(offset_of!(BootInfo, config), 112);
         assert_eq!(offset_of!(BootInfo, measurements), 208);
-        assert_eq!(offset_of!(BootInfo, memory_map), 208 + 8 + 56 * MAX_MEASUREMENTS);
+        assert_eq!(
+            offset_of!(BootInfo, memory_map),
+            208 + 8 + 56 * MAX_MEASUREMENTS
+        );
         assert_eq!(
             size_of::<BootInfo>(),
             208 + 8 + 56 * MAX_MEASUREMENTS + 8 + 24 * MAX_MEMORY_REGIONS
@@ -369,13 +397,22 @@ mod tests {
         assert_eq!(bad.validate_header(), Err(BootInfoError::BadMagic(0)));
         let mut bad = good;
         bad.version = 2;
-        assert_eq!(bad.validate_header(), Err(BootInfoError::UnsupportedVersion(2)));
+        assert_eq!(
+            bad.validate_header(),
+            Err(BootInfoError::UnsupportedVersion(2))
+        );
         let mut bad = good;
         bad.size -= 1;
-        assert!(matches!(bad.validate_header(), Err(BootInfoError::SizeMismatch(_))));
+        assert!(matches!(
+            bad.validate_header(),
+            Err(BootInfoError::SizeMismatch(_))
+        ));
         let mut bad = good;
         bad.platform = 7;
-        assert_eq!(bad.validate_header(), Err(BootInfoError::UnknownPlatform(7)));
+        assert_eq!(
+            bad.validate_header(),
+            Err(BootInfoError::UnknownPlatform(7))
+        );
     }
 
     #[test]
