@@ -15,7 +15,8 @@ const COLUMNS: usize = 2;
 
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C. `rows` must lie within `w`, `x.cols() == w.cols()`,
-/// and `out` must hold `(x.n() - 1) * out_stride + rows.end` values.
+/// `origin <= rows.start`, and `out` must hold `(x.n() - 1) * out_stride + rows.end - origin`
+/// values (row `r` of activation `t` goes to `out[t * out_stride + r - origin]`).
 #[target_feature(enable = "avx2,fma,f16c")]
 pub unsafe fn matmul(
     w: &PackedMatrix,
@@ -23,13 +24,14 @@ pub unsafe fn matmul(
     rows: Range<usize>,
     out: &mut [f32],
     out_stride: usize,
+    origin: usize,
 ) {
     let Some(kind) = quant_kind(w.tensor_type()) else {
         // Float matrices are small in the models served; the reference order is used as is.
         for t in 0..x.n() {
             for r in rows.clone() {
                 let row = &w.float_data()[r * w.cols()..(r + 1) * w.cols()];
-                out[t * out_stride + r] = dot_f32(row, x.floats(t));
+                out[t * out_stride + r - origin] = dot_f32(row, x.floats(t));
             }
         }
         return;
@@ -52,7 +54,7 @@ pub unsafe fn matmul(
                 let r = pair * 2 + half;
                 if rows.contains(&r) {
                     for (c, &value) in row_results.iter().enumerate().take(columns) {
-                        out[(t + c) * out_stride + r] = value;
+                        out[(t + c) * out_stride + r - origin] = value;
                     }
                 }
             }

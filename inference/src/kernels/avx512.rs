@@ -25,7 +25,9 @@ const COLUMNS_BATCH: usize = 4;
 
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C. `rows` must lie within `w`,
-/// `x.cols() == w.cols()`, and `out` must hold `(x.n() - 1) * out_stride + rows.end` values.
+/// `x.cols() == w.cols()`,
+/// `origin <= rows.start`, and `out` must hold `(x.n() - 1) * out_stride + rows.end - origin`
+/// values (row `r` of activation `t` goes to `out[t * out_stride + r - origin]`).
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 pub unsafe fn matmul(
     w: &PackedMatrix,
@@ -33,10 +35,11 @@ pub unsafe fn matmul(
     rows: Range<usize>,
     out: &mut [f32],
     out_stride: usize,
+    origin: usize,
 ) {
     let Some(kind) = quant_kind(w.tensor_type()) else {
         // SAFETY: AVX-512 implies the AVX2 requirements; the other conditions are the same.
-        unsafe { avx2::matmul(w, x, rows, out, out_stride) };
+        unsafe { avx2::matmul(w, x, rows, out, out_stride, origin) };
         return;
     };
     let first_pair = rows.start / 2;
@@ -70,7 +73,7 @@ pub unsafe fn matmul(
                     for (half, &value) in column.iter().enumerate() {
                         let r = (pair + p) * 2 + half;
                         if rows.contains(&r) {
-                            out[(t + c) * out_stride + r] = value;
+                            out[(t + c) * out_stride + r - origin] = value;
                         }
                     }
                 }

@@ -120,6 +120,34 @@ impl Kernels {
         out: &mut [f32],
         out_stride: usize,
     ) -> Result<(), KernelError> {
+        self.matmul_from(w, x, rows, out, out_stride, 0)
+    }
+
+    /// [`Self::matmul`] into a buffer holding only the rows computed:
+    /// `out[t * out_stride + (r - rows.start)] = w[r] · x[t]`. Each row's value is the same as
+    /// from [`Self::matmul`]; this lets workers each fill their own disjoint block of rows.
+    pub fn matmul_block(
+        &self,
+        w: &PackedMatrix,
+        x: &Activations,
+        rows: Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+    ) -> Result<(), KernelError> {
+        let origin = rows.start;
+        self.matmul_from(w, x, rows, out, out_stride, origin)
+    }
+
+    /// Row `r` of activation `t` into `out[t * out_stride + r - origin]`, `origin <= rows.start`.
+    fn matmul_from(
+        &self,
+        w: &PackedMatrix,
+        x: &Activations,
+        rows: Range<usize>,
+        out: &mut [f32],
+        out_stride: usize,
+        origin: usize,
+    ) -> Result<(), KernelError> {
         if x.cols() != w.cols() {
             return Err(KernelError::ColumnMismatch {
                 matrix: w.cols(),
@@ -135,23 +163,27 @@ impl Kernels {
         if x.n() == 0 {
             return Ok(());
         }
+        let span = rows.end - origin.min(rows.start);
         let needed = (x.n() - 1)
             .checked_mul(out_stride)
-            .and_then(|v| v.checked_add(rows.end));
-        if out_stride < rows.end || needed.is_none_or(|needed| out.len() < needed) {
+            .and_then(|v| v.checked_add(span));
+        if origin > rows.start
+            || out_stride < span
+            || needed.is_none_or(|needed| out.len() < needed)
+        {
             return Err(KernelError::OutputTooSmall);
         }
         match self.level {
-            SimdLevel::Scalar => scalar::matmul(w, x, rows, out, out_stride),
+            SimdLevel::Scalar => scalar::matmul(w, x, rows, out, out_stride, origin),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: the level was checked against CPUID/XCR0 when `self` was built; shapes and
             // the output size were checked above.
-            SimdLevel::Avx2 => unsafe { avx2::matmul(w, x, rows, out, out_stride) },
+            SimdLevel::Avx2 => unsafe { avx2::matmul(w, x, rows, out, out_stride, origin) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, for AVX-512.
-            SimdLevel::Avx512 => unsafe { avx512::matmul(w, x, rows, out, out_stride) },
+            SimdLevel::Avx512 => unsafe { avx512::matmul(w, x, rows, out, out_stride, origin) },
             #[cfg(not(target_arch = "x86_64"))]
-            _ => scalar::matmul(w, x, rows, out, out_stride),
+            _ => scalar::matmul(w, x, rows, out, out_stride, origin),
         }
         Ok(())
     }

@@ -82,13 +82,14 @@ pub fn dot_f32(w: &[f32], x: &[f32]) -> f32 {
     hsum8(&lanes)
 }
 
-/// `out[t * out_stride + r] = row r · activation t` for rows in `rows`.
+/// `out[t * out_stride + r - origin] = row r · activation t` for rows in `rows`.
 pub fn matmul(
     w: &PackedMatrix,
     x: &Activations,
     rows: Range<usize>,
     out: &mut [f32],
     out_stride: usize,
+    origin: usize,
 ) {
     match w.tensor_type() {
         TensorType::F32 | TensorType::F16 => {
@@ -96,14 +97,14 @@ pub fn matmul(
             for t in 0..x.n() {
                 for r in rows.clone() {
                     let row = &w.float_data()[r * cols..(r + 1) * cols];
-                    out[t * out_stride + r] = dot_f32(row, x.floats(t));
+                    out[t * out_stride + r - origin] = dot_f32(row, x.floats(t));
                 }
             }
         }
         _ => {
             for t in 0..x.n() {
                 for r in rows.clone() {
-                    out[t * out_stride + r] = dot_row(w, r, x.blocks(t));
+                    out[t * out_stride + r - origin] = dot_row(w, r, x.blocks(t));
                 }
             }
         }

@@ -13,6 +13,7 @@ mod attention;
 mod config;
 mod error;
 mod math;
+mod products;
 mod trig;
 mod weights;
 
@@ -25,10 +26,12 @@ pub use weights::{LayerWeights, Weights};
 
 use crate::cpu::SimdLevel;
 use crate::gguf::Gguf;
-use crate::kernels::{Activations, AlignedF32, Kernels, PackedMatrix};
+use crate::kernels::{Activations, AlignedF32, Kernels};
+use crate::parallel::{Executor, Serial};
 use alloc::vec::Vec;
 use attention::{AttentionScratch, attend, padded_kv_len};
 use math::{Math, rms_norm, rope_angles};
+use products::{Product, run_products, staging_len};
 
 /// A loaded model: hyper-parameters, packed weights and the kernels that run them.
 #[derive(Debug, Clone)]
@@ -81,6 +84,17 @@ impl Model {
         ctx: &'c mut Context,
         tokens: &[u32],
     ) -> Result<&'c [f32], ModelError> {
+        self.forward_on(&Serial, ctx, tokens)
+    }
+
+    /// [`Self::forward`] with every matrix product split by rows across `executor`'s workers.
+    /// The logits are bit-identical to [`Self::forward`]'s for any executor.
+    pub fn forward_on<'c>(
+        &self,
+        executor: &dyn Executor,
+        ctx: &'c mut Context,
+        tokens: &[u32],
+    ) -> Result<&'c [f32], ModelError> {
         if tokens.is_empty() {
             return Err(ModelError::EmptyInput);
         }
@@ -97,9 +111,9 @@ impl Model {
         }
         let chunks = tokens.len().div_ceil(ctx.max_batch);
         for (i, chunk) in tokens.chunks(ctx.max_batch).enumerate() {
-            self.step(ctx, chunk, i + 1 == chunks)?;
+            self.step(executor, ctx, chunk, i + 1 == chunks)?;
         }
-        self.logits(ctx)?;
+        self.logits(executor, ctx)?;
         Ok(&ctx.logits)
     }
 
@@ -107,7 +121,13 @@ impl Model {
     /// last token's logits are wanted, so after the last layer's keys and values are stored, the
     /// rest of that layer runs for the last token alone (as llama.cpp does; rows are independent,
     /// so its values do not change).
-    fn step(&self, ctx: &mut Context, tokens: &[u32], last_step: bool) -> Result<(), ModelError> {
+    fn step(
+        &self,
+        executor: &dyn Executor,
+        ctx: &mut Context,
+        tokens: &[u32],
+        last_step: bool,
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let n = tokens.len();
         let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
@@ -149,9 +169,29 @@ impl Model {
                 );
             }
             ctx.act_dim.load(&ctx.xn.as_slice()[..n * dim], n);
-            self.matmul(&layer.wq, &ctx.act_dim, ctx.q.as_mut_slice())?;
-            self.matmul(&layer.wk, &ctx.act_dim, ctx.k.as_mut_slice())?;
-            self.matmul(&layer.wv, &ctx.act_dim, ctx.v.as_mut_slice())?;
+            let x = &ctx.act_dim;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [
+                    Product {
+                        w: &layer.wq,
+                        x,
+                        out: ctx.q.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.wk,
+                        x,
+                        out: ctx.k.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.wv,
+                        x,
+                        out: ctx.v.as_mut_slice(),
+                    },
+                ],
+                &mut ctx.staging,
+            )?;
             for t in 0..n {
                 let angles = &ctx.angles[t * half..(t + 1) * half];
                 for head in
@@ -191,7 +231,16 @@ impl Model {
             }
             ctx.act_q
                 .load(&ctx.att.as_slice()[first * q_dim..n * q_dim], m);
-            self.matmul(&layer.wo, &ctx.act_q, ctx.tmp.as_mut_slice())?;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [Product {
+                    w: &layer.wo,
+                    x: &ctx.act_q,
+                    out: ctx.tmp.as_mut_slice(),
+                }],
+                &mut ctx.staging,
+            )?;
             add_in_place(
                 &mut ctx.x.as_mut_slice()[first * dim..n * dim],
                 &ctx.tmp.as_slice()[..m * dim],
@@ -209,8 +258,24 @@ impl Model {
             }
             ctx.act_dim
                 .load(&ctx.xn.as_slice()[first * dim..n * dim], m);
-            self.matmul(&layer.w_gate, &ctx.act_dim, ctx.gate.as_mut_slice())?;
-            self.matmul(&layer.w_up, &ctx.act_dim, ctx.up.as_mut_slice())?;
+            let x = &ctx.act_dim;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [
+                    Product {
+                        w: &layer.w_gate,
+                        x,
+                        out: ctx.gate.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.w_up,
+                        x,
+                        out: ctx.up.as_mut_slice(),
+                    },
+                ],
+                &mut ctx.staging,
+            )?;
             for t in 0..m {
                 let range = t * ffn..(t + 1) * ffn;
                 self.math.swiglu(
@@ -220,7 +285,16 @@ impl Model {
                 );
             }
             ctx.act_ffn.load(&ctx.hidden.as_slice()[..m * ffn], m);
-            self.matmul(&layer.w_down, &ctx.act_ffn, ctx.tmp.as_mut_slice())?;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [Product {
+                    w: &layer.w_down,
+                    x: &ctx.act_ffn,
+                    out: ctx.tmp.as_mut_slice(),
+                }],
+                &mut ctx.staging,
+            )?;
             add_in_place(
                 &mut ctx.x.as_mut_slice()[first * dim..n * dim],
                 &ctx.tmp.as_slice()[..m * dim],
@@ -232,7 +306,7 @@ impl Model {
     }
 
     /// Final norm and output head for the last token of the last step.
-    fn logits(&self, ctx: &mut Context) -> Result<(), ModelError> {
+    fn logits(&self, executor: &dyn Executor, ctx: &mut Context) -> Result<(), ModelError> {
         let dim = self.config.dim;
         let t = ctx.last_in_batch;
         let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
@@ -244,18 +318,17 @@ impl Model {
         );
         ctx.act_out.load(&ctx.xn.as_slice()[..dim], 1);
         let head = self.weights.output_head();
-        self.kernels.matmul(
-            head,
-            &ctx.act_out,
-            0..head.rows(),
-            &mut ctx.logits,
-            head.rows(),
+        run_products(
+            self.kernels,
+            executor,
+            &mut [Product {
+                w: head,
+                x: &ctx.act_out,
+                out: &mut ctx.logits,
+            }],
+            &mut ctx.staging,
         )?;
         Ok(())
-    }
-
-    fn matmul(&self, w: &PackedMatrix, x: &Activations, out: &mut [f32]) -> Result<(), ModelError> {
-        Ok(self.kernels.matmul(w, x, 0..w.rows(), out, w.rows())?)
     }
 }
 
@@ -295,6 +368,8 @@ pub struct Context {
     angles: Vec<(f32, f32)>,
     scratch: AttentionScratch,
     logits: Vec<f32>,
+    /// Block-major product outputs of a batched step split across workers (see `products`).
+    staging: Vec<f32>,
 }
 
 impl Context {
@@ -327,6 +402,13 @@ impl Context {
             angles: alloc::vec![(0.0, 0.0); max_batch * c.head_dim / 2],
             scratch: AttentionScratch::new(capacity, c.head_dim),
             logits: alloc::vec![0.0; c.vocab_size],
+            staging: alloc::vec![
+                0.0;
+                staging_len(
+                    max_batch,
+                    (c.q_dim() + 2 * c.kv_dim()).max(2 * c.ffn_dim).max(c.dim)
+                )
+            ],
         }
     }
 

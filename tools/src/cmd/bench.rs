@@ -5,7 +5,8 @@
 //! `{"threads":{"1":{"prompt_tps":F,"decode_tps":F}}}`.
 //!
 //! `--threads` takes a comma-separated list so that thread counts can be compared in one run;
-//! the engine is single-threaded for now, so only 1 is accepted.
+//! each count runs on its own host thread pool (the calling thread plus `N - 1` workers), the
+//! matrix products split by rows across them.
 
 use super::CommandError;
 use super::generate::{kernels_for, parse_simd};
@@ -14,7 +15,8 @@ use std::process::ExitCode;
 use std::time::Instant;
 use ward_inference::cpu::SimdLevel;
 use ward_inference::gguf::Gguf;
-use ward_inference::model::Model;
+use ward_inference::model::{Context, Model};
+use ward_inference::parallel::{Executor, ThreadPool};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -71,27 +73,26 @@ fn stats(samples: &[f64]) -> Stats {
     }
 }
 
-pub fn run(args: Args) -> Result<ExitCode, CommandError> {
-    if let Some(&threads) = args.threads.iter().find(|&&t| t != 1) {
-        return Err(format!("--threads {threads}: the engine runs on one thread for now").into());
-    }
-    if args.prompt == 0 || args.generate == 0 || args.repetitions == 0 {
-        return Err("--prompt, --gen and --repetitions must be positive".into());
-    }
-    let bytes =
-        std::fs::read(&args.model).map_err(|e| format!("reading {}: {e}", args.model.display()))?;
-    let gguf = Gguf::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
-    let model = Model::from_gguf(&gguf, kernels_for(args.simd)?)?;
-    let vocab = model.config().vocab_size;
-    let capacity = args.prompt.max(args.generate);
-    let mut ctx = model.new_context(capacity, args.prompt);
+/// Prompt and decode speeds at one thread count.
+struct ThreadResult {
+    threads: usize,
+    prompt: Stats,
+    decode: Stats,
+}
 
+fn measure_threads(
+    args: &Args,
+    model: &Model,
+    ctx: &mut Context,
+    executor: &dyn Executor,
+) -> Result<(Stats, Stats), CommandError> {
+    let vocab = model.config().vocab_size;
     let mut prompt_tps = Vec::new();
     for run in 0..=args.repetitions {
         let tokens = token_ids(args.prompt, vocab, run as u64);
         ctx.reset();
         let start = Instant::now();
-        model.forward(&mut ctx, &tokens)?;
+        model.forward_on(executor, ctx, &tokens)?;
         let seconds = start.elapsed().as_secs_f64();
         if run > 0 {
             prompt_tps.push(args.prompt as f64 / seconds);
@@ -103,40 +104,77 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
         ctx.reset();
         let start = Instant::now();
         for &token in &tokens {
-            model.forward(&mut ctx, &[token])?;
+            model.forward_on(executor, ctx, &[token])?;
         }
         let seconds = start.elapsed().as_secs_f64();
         if run > 0 {
             decode_tps.push(args.generate as f64 / seconds);
         }
     }
-    let (prompt, decode) = (stats(&prompt_tps), stats(&decode_tps));
-    if args.json {
-        let json = serde_json::json!({
-            "threads": { "1": { "prompt_tps": prompt.mean, "decode_tps": decode.mean } },
+    Ok((stats(&prompt_tps), stats(&decode_tps)))
+}
+
+pub fn run(args: Args) -> Result<ExitCode, CommandError> {
+    if args.threads.is_empty() || args.threads.contains(&0) {
+        return Err("--threads takes positive thread counts".into());
+    }
+    if args.prompt == 0 || args.generate == 0 || args.repetitions == 0 {
+        return Err("--prompt, --gen and --repetitions must be positive".into());
+    }
+    let bytes =
+        std::fs::read(&args.model).map_err(|e| format!("reading {}: {e}", args.model.display()))?;
+    let gguf = Gguf::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
+    let model = Model::from_gguf(&gguf, kernels_for(args.simd)?)?;
+    let capacity = args.prompt.max(args.generate);
+    let mut ctx = model.new_context(capacity, args.prompt);
+    let mut results = Vec::new();
+    for &threads in &args.threads {
+        let pool =
+            ThreadPool::new(threads).map_err(|e| format!("starting {threads} threads: {e}"))?;
+        let (prompt, decode) = measure_threads(&args, &model, &mut ctx, &pool)?;
+        results.push(ThreadResult {
+            threads,
+            prompt,
+            decode,
         });
-        println!("{json}");
+    }
+    if args.json {
+        let mut by_threads = serde_json::Map::new();
+        for r in &results {
+            by_threads.insert(
+                r.threads.to_string(),
+                serde_json::json!({ "prompt_tps": r.prompt.mean, "decode_tps": r.decode.mean }),
+            );
+        }
+        println!("{}", serde_json::json!({ "threads": by_threads }));
     } else {
         println!(
-            "model {} ({:.1} MB of packed weights), kernels {}, 1 thread, {} runs",
+            "model {} ({:.1} MB of packed weights), kernels {}, {} runs",
             args.model.display(),
             model.weights().byte_size() as f64 / 1e6,
             model.kernels().level().name(),
             args.repetitions
         );
-        println!("{:<10} {:>12} {:>10}", "test", "tokens/s", "± sd");
         println!(
-            "{:<10} {:>12.1} {:>10.1}",
-            format!("pp{}", args.prompt),
-            prompt.mean,
-            prompt.sd
+            "{:<8} {:<10} {:>12} {:>10}",
+            "threads", "test", "tokens/s", "± sd"
         );
-        println!(
-            "{:<10} {:>12.1} {:>10.1}",
-            format!("tg{}", args.generate),
-            decode.mean,
-            decode.sd
-        );
+        for r in &results {
+            println!(
+                "{:<8} {:<10} {:>12.1} {:>10.1}",
+                r.threads,
+                format!("pp{}", args.prompt),
+                r.prompt.mean,
+                r.prompt.sd
+            );
+            println!(
+                "{:<8} {:<10} {:>12.1} {:>10.1}",
+                r.threads,
+                format!("tg{}", args.generate),
+                r.decode.mean,
+                r.decode.sd
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
