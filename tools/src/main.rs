@@ -2,13 +2,13 @@
 //! Ward enclaves. Each subcommand lives in its own module under `cmd/`.
 
 mod cmd;
-mod huge_pages;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 #[global_allocator]
-static ALLOCATOR: huge_pages::HugePageAllocator = huge_pages::HugePageAllocator;
+static ALLOCATOR: ward_tools::hugepages::HugePageAllocator =
+    ward_tools::hugepages::HugePageAllocator;
 
 #[derive(Parser)]
 #[command(
