@@ -5,12 +5,14 @@
 //! - [`quant`]: block formats and activation quantization.
 //! - [`kernels`]: scalar / AVX2 / AVX-512 matrix products, picked once via [`cpu`].
 //! - [`model`]: the LLaMA forward pass over a per-sequence [`model::Context`].
+//! - [`batcher`]: fixed-slot continuous batching, one batched forward pass per step.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 #[cfg(all(feature = "std", not(test)))]
 extern crate std;
 
+pub mod batcher;
 pub mod chat;
 pub mod cpu;
 pub mod gguf;

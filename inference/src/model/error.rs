@@ -31,6 +31,9 @@ pub enum ModelError {
     },
     /// `forward` was called with no tokens.
     EmptyInput,
+    /// A batched step does not fit its scratch (rows, sequences or context size) or names a
+    /// context twice or out of range.
+    BadBatch(&'static str),
 }
 
 impl fmt::Display for ModelError {
@@ -48,6 +51,7 @@ impl fmt::Display for ModelError {
                 write!(f, "context full ({capacity} tokens)")
             }
             Self::EmptyInput => write!(f, "no input tokens"),
+            Self::BadBatch(what) => write!(f, "batched step: {what}"),
         }
     }
 }

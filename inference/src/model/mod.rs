@@ -10,6 +10,7 @@
 //! scratch buffers, allocated once): nothing is allocated per token.
 
 mod attention;
+mod batch;
 mod config;
 mod error;
 mod math;
@@ -18,6 +19,7 @@ mod trig;
 mod weights;
 
 pub use attention::SumOrder;
+pub use batch::{BatchScratch, Span};
 pub use config::LlamaConfig;
 pub use error::ModelError;
 #[doc(hidden)]
@@ -438,18 +440,34 @@ impl Context {
         ((layer * self.n_kv_heads + kv_head) * self.capacity + pos) * self.head_dim
     }
 
+    /// Logits after the last token processed, writable (samplers apply penalties in place).
+    pub fn logits_mut(&mut self) -> &mut [f32] {
+        &mut self.logits
+    }
+
     /// Writes token `t` of the step (at position `pos`) into the cache, rounded through f16.
     fn store_kv(&mut self, math: &Math, layer: usize, pos: usize, t: usize) {
         let kv_dim = self.n_kv_heads * self.head_dim;
+        let rows = t * kv_dim..(t + 1) * kv_dim;
+        let (k, v) = (core::mem::take(&mut self.k), core::mem::take(&mut self.v));
+        self.store_kv_row(
+            math,
+            layer,
+            pos,
+            &k.as_slice()[rows.clone()],
+            &v.as_slice()[rows],
+        );
+        (self.k, self.v) = (k, v);
+    }
+
+    /// Writes one token's keys and values (`kv_dim` each) at position `pos`, rounded through f16.
+    fn store_kv_row(&mut self, math: &Math, layer: usize, pos: usize, k: &[f32], v: &[f32]) {
         for head in 0..self.n_kv_heads {
             let at = self.cache_offset(layer, head, pos);
-            let source = t * kv_dim + head * self.head_dim..t * kv_dim + (head + 1) * self.head_dim;
+            let source = head * self.head_dim..(head + 1) * self.head_dim;
             let rows = at..at + self.head_dim;
-            math.round_f16_slice(
-                &self.k.as_slice()[source.clone()],
-                &mut self.keys[rows.clone()],
-            );
-            math.round_f16_slice(&self.v.as_slice()[source], &mut self.values[rows]);
+            math.round_f16_slice(&k[source.clone()], &mut self.keys[rows.clone()]);
+            math.round_f16_slice(&v[source], &mut self.values[rows]);
         }
     }
 }

@@ -1,0 +1,369 @@
+//! One forward step over several sequences at once: the rows of every sequence's chunk are
+//! gathered into one batch, so each weight matrix is read once for all of them, while attention
+//! runs per sequence over its own [`Context`]'s KV cache.
+//!
+//! Every row goes through the same per-row arithmetic as in [`Model::forward`] (matrix rows are
+//! independent of the other activation vectors in the batch; norms, RoPE and SwiGLU are per
+//! row), and each sequence's attention uses the summation order and padded key/value length its
+//! chunk would have alone. So a sequence's logits are bit-identical to running it alone with
+//! the same chunking (`max_batch` equal to the chunk size).
+
+use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
+use super::math::{rms_norm, rope_angles};
+use super::products::{Product, run_products};
+use super::{Context, Model, ModelError, add_in_place};
+use crate::kernels::{Activations, AlignedF32};
+use crate::parallel::Executor;
+use alloc::vec::Vec;
+use core::ops::Range;
+
+/// One sequence's part of a batched step: `tokens` (indices into the step's token list) are
+/// appended to context `context`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub context: usize,
+    pub tokens: Range<usize>,
+}
+
+/// Buffers for batched steps of up to `max_rows` tokens from up to `max_spans` sequences whose
+/// contexts hold at most `capacity` positions; allocated once.
+#[derive(Debug, Clone)]
+pub struct BatchScratch {
+    max_rows: usize,
+    max_spans: usize,
+    capacity: usize,
+    x: AlignedF32,
+    xn: AlignedF32,
+    q: AlignedF32,
+    k: AlignedF32,
+    v: AlignedF32,
+    att: AlignedF32,
+    tmp: AlignedF32,
+    gate: AlignedF32,
+    up: AlignedF32,
+    hidden: AlignedF32,
+    act_dim: Activations,
+    act_q: Activations,
+    act_ffn: Activations,
+    act_out: Activations,
+    angles: Vec<(f32, f32)>,
+    attention: AttentionScratch,
+    logits: Vec<f32>,
+    staging: Vec<f32>,
+}
+
+impl Model {
+    /// Scratch for [`Self::forward_batch`].
+    pub fn new_batch_scratch(
+        &self,
+        max_rows: usize,
+        max_spans: usize,
+        capacity: usize,
+    ) -> BatchScratch {
+        let c = &self.config;
+        let level = self.kernels.level();
+        let (max_rows, max_spans) = (max_rows.max(1), max_spans.max(1));
+        let f = |per_row: usize| AlignedF32::zeroed(max_rows * per_row);
+        let widest_run = (c.q_dim() + 2 * c.kv_dim()).max(2 * c.ffn_dim).max(c.dim);
+        BatchScratch {
+            max_rows,
+            max_spans,
+            capacity,
+            x: f(c.dim),
+            xn: f(c.dim),
+            q: f(c.q_dim()),
+            k: f(c.kv_dim()),
+            v: f(c.kv_dim()),
+            att: f(c.q_dim()),
+            tmp: f(c.dim),
+            gate: f(c.ffn_dim),
+            up: f(c.ffn_dim),
+            hidden: f(c.ffn_dim),
+            act_dim: Activations::with_level(max_rows, c.dim, level),
+            act_q: Activations::with_level(max_rows, c.q_dim(), level),
+            act_ffn: Activations::with_level(max_rows, c.ffn_dim, level),
+            act_out: Activations::with_level(max_spans, c.dim, level),
+            angles: alloc::vec![(0.0, 0.0); max_rows * c.head_dim / 2],
+            attention: AttentionScratch::new(capacity.max(1), c.head_dim),
+            logits: alloc::vec![0.0; max_spans * c.vocab_size],
+            staging: alloc::vec![
+                0.0;
+                (max_rows * widest_run).max(max_spans * c.vocab_size)
+            ],
+        }
+    }
+
+    /// Appends each span's tokens to its context in one batched pass and leaves each context's
+    /// logits (after its span's last token) in it. Spans must name distinct contexts.
+    pub fn forward_batch(
+        &self,
+        executor: &dyn Executor,
+        scratch: &mut BatchScratch,
+        contexts: &mut [Context],
+        tokens: &[u32],
+        spans: &[Span],
+    ) -> Result<(), ModelError> {
+        self.check_batch(scratch, contexts, tokens, spans)?;
+        let c = &self.config;
+        let rows = spans.iter().map(|s| s.tokens.len()).sum::<usize>();
+        let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let half = c.head_dim / 2;
+        let s = scratch;
+        // Gathered row of every token: spans in order, each span's tokens in order.
+        let mut row = 0;
+        for span in spans {
+            let start = contexts[span.context].position;
+            for (i, &token) in tokens[span.tokens.clone()].iter().enumerate() {
+                self.weights.embedding.dequantize_row_into(
+                    token as usize,
+                    &mut s.x.as_mut_slice()[row * dim..][..dim],
+                );
+                rope_angles(
+                    start + i,
+                    c.rope_freq_base,
+                    c.head_dim,
+                    &mut s.angles[row * half..(row + 1) * half],
+                );
+                row += 1;
+            }
+        }
+        for (layer_index, layer) in self.weights.layers.iter().enumerate() {
+            for t in 0..rows {
+                rms_norm(
+                    &s.x.as_slice()[t * dim..(t + 1) * dim],
+                    &layer.attn_norm,
+                    c.rms_eps,
+                    &mut s.xn.as_mut_slice()[t * dim..(t + 1) * dim],
+                );
+            }
+            s.act_dim.load(&s.xn.as_slice()[..rows * dim], rows);
+            let x = &s.act_dim;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [
+                    Product {
+                        w: &layer.wq,
+                        x,
+                        out: s.q.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.wk,
+                        x,
+                        out: s.k.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.wv,
+                        x,
+                        out: s.v.as_mut_slice(),
+                    },
+                ],
+                &mut s.staging,
+            )?;
+            let mut row = 0;
+            for span in spans {
+                let ctx = &mut contexts[span.context];
+                let (start, n) = (ctx.position, span.tokens.len());
+                let order = if n > 1 {
+                    SumOrder::Batch
+                } else {
+                    SumOrder::Decode
+                };
+                let n_kv = padded_kv_len(start + n - 1, ctx.capacity);
+                for i in 0..n {
+                    let t = row + i;
+                    let angles = &s.angles[t * half..(t + 1) * half];
+                    for head in
+                        s.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim)
+                    {
+                        self.math.rope(head, angles);
+                    }
+                    for head in s.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim]
+                        .chunks_exact_mut(c.head_dim)
+                    {
+                        self.math.rope(head, angles);
+                    }
+                    ctx.store_kv_row(
+                        &self.math,
+                        layer_index,
+                        start + i,
+                        &s.k.as_slice()[t * kv_dim..(t + 1) * kv_dim],
+                        &s.v.as_slice()[t * kv_dim..(t + 1) * kv_dim],
+                    );
+                }
+                for i in 0..n {
+                    let (t, pos) = (row + i, start + i);
+                    for head in 0..c.n_heads {
+                        let kv_head = head / (c.n_heads / c.n_kv_heads);
+                        let at = ctx.cache_offset(layer_index, kv_head, 0);
+                        let cached = at..at + (pos + 1) * c.head_dim;
+                        attend(
+                            self.kernels.level(),
+                            order,
+                            &s.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim],
+                            &ctx.keys[cached.clone()],
+                            &ctx.values[cached],
+                            pos,
+                            n_kv,
+                            &mut s.attention,
+                            &mut s.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
+                                [..c.head_dim],
+                        );
+                    }
+                }
+                row += n;
+            }
+            s.act_q.load(&s.att.as_slice()[..rows * q_dim], rows);
+            run_products(
+                self.kernels,
+                executor,
+                &mut [Product {
+                    w: &layer.wo,
+                    x: &s.act_q,
+                    out: s.tmp.as_mut_slice(),
+                }],
+                &mut s.staging,
+            )?;
+            add_in_place(
+                &mut s.x.as_mut_slice()[..rows * dim],
+                &s.tmp.as_slice()[..rows * dim],
+            );
+            for t in 0..rows {
+                rms_norm(
+                    &s.x.as_slice()[t * dim..(t + 1) * dim],
+                    &layer.ffn_norm,
+                    c.rms_eps,
+                    &mut s.xn.as_mut_slice()[t * dim..(t + 1) * dim],
+                );
+            }
+            s.act_dim.load(&s.xn.as_slice()[..rows * dim], rows);
+            let x = &s.act_dim;
+            run_products(
+                self.kernels,
+                executor,
+                &mut [
+                    Product {
+                        w: &layer.w_gate,
+                        x,
+                        out: s.gate.as_mut_slice(),
+                    },
+                    Product {
+                        w: &layer.w_up,
+                        x,
+                        out: s.up.as_mut_slice(),
+                    },
+                ],
+                &mut s.staging,
+            )?;
+            for t in 0..rows {
+                let range = t * ffn..(t + 1) * ffn;
+                self.math.swiglu(
+                    &s.gate.as_slice()[range.clone()],
+                    &s.up.as_slice()[range.clone()],
+                    &mut s.hidden.as_mut_slice()[range],
+                );
+            }
+            s.act_ffn.load(&s.hidden.as_slice()[..rows * ffn], rows);
+            run_products(
+                self.kernels,
+                executor,
+                &mut [Product {
+                    w: &layer.w_down,
+                    x: &s.act_ffn,
+                    out: s.tmp.as_mut_slice(),
+                }],
+                &mut s.staging,
+            )?;
+            add_in_place(
+                &mut s.x.as_mut_slice()[..rows * dim],
+                &s.tmp.as_slice()[..rows * dim],
+            );
+        }
+        // Final norm and output head for each span's last row, all spans in one product.
+        let mut last = 0;
+        for (i, span) in spans.iter().enumerate() {
+            last += span.tokens.len();
+            let t = last - 1;
+            rms_norm(
+                &s.x.as_slice()[t * dim..(t + 1) * dim],
+                &self.weights.output_norm,
+                c.rms_eps,
+                &mut s.xn.as_mut_slice()[i * dim..(i + 1) * dim],
+            );
+        }
+        s.act_out
+            .load(&s.xn.as_slice()[..spans.len() * dim], spans.len());
+        run_products(
+            self.kernels,
+            executor,
+            &mut [Product {
+                w: self.weights.output_head(),
+                x: &s.act_out,
+                out: &mut s.logits,
+            }],
+            &mut s.staging,
+        )?;
+        let vocab = c.vocab_size;
+        for (i, span) in spans.iter().enumerate() {
+            let ctx = &mut contexts[span.context];
+            ctx.position += span.tokens.len();
+            ctx.last_in_batch = span.tokens.len() - 1;
+            ctx.logits
+                .copy_from_slice(&s.logits[i * vocab..(i + 1) * vocab]);
+        }
+        Ok(())
+    }
+
+    fn check_batch(
+        &self,
+        scratch: &BatchScratch,
+        contexts: &[Context],
+        tokens: &[u32],
+        spans: &[Span],
+    ) -> Result<(), ModelError> {
+        if spans.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        if spans.len() > scratch.max_spans {
+            return Err(ModelError::BadBatch(
+                "more sequences than the scratch holds",
+            ));
+        }
+        let mut rows = 0usize;
+        for (i, span) in spans.iter().enumerate() {
+            if span.tokens.is_empty() {
+                return Err(ModelError::EmptyInput);
+            }
+            let Some(chunk) = tokens.get(span.tokens.clone()) else {
+                return Err(ModelError::BadBatch("a span's tokens are out of range"));
+            };
+            if let Some(&bad) = chunk
+                .iter()
+                .find(|&&t| t as usize >= self.config.vocab_size)
+            {
+                return Err(ModelError::BadToken(bad));
+            }
+            let Some(ctx) = contexts.get(span.context) else {
+                return Err(ModelError::BadBatch("a span names a missing context"));
+            };
+            if spans[..i].iter().any(|other| other.context == span.context) {
+                return Err(ModelError::BadBatch("a context appears twice"));
+            }
+            if ctx.capacity > scratch.capacity {
+                return Err(ModelError::BadBatch(
+                    "a context is larger than the scratch's",
+                ));
+            }
+            if ctx.position + chunk.len() > ctx.capacity {
+                return Err(ModelError::ContextFull {
+                    capacity: ctx.capacity,
+                });
+            }
+            rows += chunk.len();
+        }
+        if rows > scratch.max_rows {
+            return Err(ModelError::BadBatch("more rows than the scratch holds"));
+        }
+        Ok(())
+    }
+}
