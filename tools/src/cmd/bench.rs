@@ -7,16 +7,23 @@
 //! `--threads` takes a comma-separated list so that thread counts can be compared in one run;
 //! each count runs on its own host thread pool (the calling thread plus `N - 1` workers), the
 //! matrix products split by rows across them.
+//!
+//! `--slots 1,2,4,8` measures the batcher: aggregate decode tokens/s with that many busy slots,
+//! every step one batched forward pass over all of them, on `--threads-for-slots` threads
+//! (default the largest `--threads`). `--json` then prints
+//! `{"threads":{..},"slots":{"1":F,"8":F},"threads_for_slots":N}`.
 
 use super::CommandError;
 use super::generate::{kernels_for, parse_simd};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
+use ward_inference::batcher::{Batcher, BatcherConfig, SlotId};
 use ward_inference::cpu::SimdLevel;
 use ward_inference::gguf::Gguf;
 use ward_inference::model::{Context, Model};
 use ward_inference::parallel::{Executor, ThreadPool};
+use ward_inference::sampler::SamplerConfig;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -26,6 +33,12 @@ pub struct Args {
     /// Thread counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1")]
     threads: Vec<usize>,
+    /// Busy-slot counts for the batched decode test, comma-separated (none: skipped).
+    #[arg(long, value_delimiter = ',')]
+    slots: Vec<usize>,
+    /// Threads for the batched decode test (default: the largest `--threads`).
+    #[arg(long)]
+    threads_for_slots: Option<usize>,
     /// Prompt length for the prompt-processing test.
     #[arg(long, default_value_t = 128)]
     prompt: usize,
@@ -114,10 +127,65 @@ fn measure_threads(
     Ok((stats(&prompt_tps), stats(&decode_tps)))
 }
 
+/// Prompt tokens each slot holds before the batched decode is timed.
+const SLOT_PROMPT: usize = 16;
+
+/// Aggregate decode tokens/s of `slots` busy slots: every slot is filled with a short prompt,
+/// then `--gen` batched steps (one token per slot each) are timed.
+fn measure_slots(
+    args: &Args,
+    model: &Model,
+    slots: usize,
+    executor: &dyn Executor,
+) -> Result<Stats, CommandError> {
+    let vocab = model.config().vocab_size;
+    let config = BatcherConfig {
+        slots,
+        capacity: SLOT_PROMPT + args.generate + 1,
+        prefill_chunk: SLOT_PROMPT,
+    };
+    let mut batcher = Batcher::new(model, config);
+    let mut samples = Vec::new();
+    for run in 0..=args.repetitions {
+        for slot in 0..slots {
+            let prompt = token_ids(SLOT_PROMPT, vocab, (2000 + run * slots + slot) as u64);
+            batcher.start(&prompt, args.generate + 1, SamplerConfig::greedy())?;
+        }
+        // Prefill: one step feeds every whole prompt and samples each slot's first token.
+        batcher.step(model, executor)?;
+        let start = Instant::now();
+        let mut tokens = 0;
+        for _ in 0..args.generate {
+            tokens += batcher.step(model, executor)?.len();
+        }
+        let seconds = start.elapsed().as_secs_f64();
+        if tokens != slots * args.generate {
+            return Err(format!(
+                "{slots} slots produced {tokens} tokens in {} steps",
+                args.generate
+            )
+            .into());
+        }
+        if run > 0 {
+            samples.push(tokens as f64 / seconds);
+        }
+        for slot in 0..slots {
+            batcher.release(SlotId(slot))?;
+        }
+    }
+    Ok(stats(&samples))
+}
+
 pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     if args.threads.is_empty() || args.threads.contains(&0) {
         return Err("--threads takes positive thread counts".into());
     }
+    if args.slots.contains(&0) || args.threads_for_slots == Some(0) {
+        return Err("--slots and --threads-for-slots take positive counts".into());
+    }
+    let threads_for_slots = args
+        .threads_for_slots
+        .unwrap_or_else(|| args.threads.iter().copied().max().unwrap_or(1));
     if args.prompt == 0 || args.generate == 0 || args.repetitions == 0 {
         return Err("--prompt, --gen and --repetitions must be positive".into());
     }
@@ -138,7 +206,19 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
             decode,
         });
     }
+    let mut slot_results = Vec::new();
+    if !args.slots.is_empty() {
+        let pool = ThreadPool::new(threads_for_slots)
+            .map_err(|e| format!("starting {threads_for_slots} threads: {e}"))?;
+        for &slots in &args.slots {
+            slot_results.push((slots, measure_slots(&args, &model, slots, &pool)?));
+        }
+    }
     if args.json {
+        let mut by_slots = serde_json::Map::new();
+        for (slots, result) in &slot_results {
+            by_slots.insert(slots.to_string(), serde_json::json!(result.mean));
+        }
         let mut by_threads = serde_json::Map::new();
         for r in &results {
             by_threads.insert(
@@ -146,7 +226,14 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
                 serde_json::json!({ "prompt_tps": r.prompt.mean, "decode_tps": r.decode.mean }),
             );
         }
-        println!("{}", serde_json::json!({ "threads": by_threads }));
+        println!(
+            "{}",
+            serde_json::json!({
+                "threads": by_threads,
+                "slots": by_slots,
+                "threads_for_slots": threads_for_slots,
+            })
+        );
     } else {
         println!(
             "model {} ({:.1} MB of packed weights), kernels {}, {} runs",
@@ -174,6 +261,13 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
                 r.decode.mean,
                 r.decode.sd
             );
+        }
+        if !slot_results.is_empty() {
+            println!("batched decode on {threads_for_slots} threads, aggregate over all slots:");
+            println!("{:<8} {:>12} {:>10}", "slots", "tokens/s", "± sd");
+            for (slots, result) in &slot_results {
+                println!("{:<8} {:>12.1} {:>10.1}", slots, result.mean, result.sd);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
