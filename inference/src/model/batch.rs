@@ -9,10 +9,11 @@
 //! the same chunking (`max_batch` equal to the chunk size).
 
 use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
+use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
 use super::products::{Product, run_products};
-use super::{Context, Model, ModelError, add_in_place};
-use crate::kernels::{Activations, AlignedF32};
+use super::{Context, Model, ModelError};
+use crate::kernels::Activations;
 use crate::parallel::Executor;
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -32,24 +33,11 @@ pub struct BatchScratch {
     max_rows: usize,
     max_spans: usize,
     capacity: usize,
-    x: AlignedF32,
-    xn: AlignedF32,
-    q: AlignedF32,
-    k: AlignedF32,
-    v: AlignedF32,
-    att: AlignedF32,
-    tmp: AlignedF32,
-    gate: AlignedF32,
-    up: AlignedF32,
-    hidden: AlignedF32,
-    act_dim: Activations,
-    act_q: Activations,
-    act_ffn: Activations,
+    rows: RowBuffers,
     act_out: Activations,
     angles: Vec<(f32, f32)>,
     attention: AttentionScratch,
     logits: Vec<f32>,
-    staging: Vec<f32>,
 }
 
 impl Model {
@@ -63,33 +51,20 @@ impl Model {
         let c = &self.config;
         let level = self.kernels.level();
         let (max_rows, max_spans) = (max_rows.max(1), max_spans.max(1));
-        let f = |per_row: usize| AlignedF32::zeroed(max_rows * per_row);
-        let widest_run = (c.q_dim() + 2 * c.kv_dim()).max(2 * c.ffn_dim).max(c.dim);
         BatchScratch {
             max_rows,
             max_spans,
             capacity,
-            x: f(c.dim),
-            xn: f(c.dim),
-            q: f(c.q_dim()),
-            k: f(c.kv_dim()),
-            v: f(c.kv_dim()),
-            att: f(c.q_dim()),
-            tmp: f(c.dim),
-            gate: f(c.ffn_dim),
-            up: f(c.ffn_dim),
-            hidden: f(c.ffn_dim),
-            act_dim: Activations::with_level(max_rows, c.dim, level),
-            act_q: Activations::with_level(max_rows, c.q_dim(), level),
-            act_ffn: Activations::with_level(max_rows, c.ffn_dim, level),
+            rows: RowBuffers::new(
+                c,
+                level,
+                max_rows,
+                (max_rows * widest_run(c)).max(max_spans * c.vocab_size),
+            ),
             act_out: Activations::with_level(max_spans, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_rows * c.head_dim / 2],
             attention: AttentionScratch::new(capacity.max(1), c.head_dim),
             logits: alloc::vec![0.0; max_spans * c.vocab_size],
-            staging: alloc::vec![
-                0.0;
-                (max_rows * widest_run).max(max_spans * c.vocab_size)
-            ],
         }
     }
 
@@ -106,7 +81,7 @@ impl Model {
         self.check_batch(scratch, contexts, tokens, spans)?;
         let c = &self.config;
         let rows = spans.iter().map(|s| s.tokens.len()).sum::<usize>();
-        let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
         let half = c.head_dim / 2;
         let s = scratch;
         // Gathered row of every token: spans in order, each span's tokens in order.
@@ -116,7 +91,7 @@ impl Model {
             for (i, &token) in tokens[span.tokens.clone()].iter().enumerate() {
                 self.weights.embedding.dequantize_row_into(
                     token as usize,
-                    &mut s.x.as_mut_slice()[row * dim..][..dim],
+                    &mut s.rows.x.as_mut_slice()[row * dim..][..dim],
                 );
                 rope_angles(
                     start + i,
@@ -128,38 +103,7 @@ impl Model {
             }
         }
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
-            for t in 0..rows {
-                rms_norm(
-                    &s.x.as_slice()[t * dim..(t + 1) * dim],
-                    &layer.attn_norm,
-                    c.rms_eps,
-                    &mut s.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-                );
-            }
-            s.act_dim.load(&s.xn.as_slice()[..rows * dim], rows);
-            let x = &s.act_dim;
-            run_products(
-                self.kernels,
-                executor,
-                &mut [
-                    Product {
-                        w: &layer.wq,
-                        x,
-                        out: s.q.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.wk,
-                        x,
-                        out: s.k.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.wv,
-                        x,
-                        out: s.v.as_mut_slice(),
-                    },
-                ],
-                &mut s.staging,
-            )?;
+            self.attention_inputs(executor, layer, &mut s.rows, rows)?;
             let mut row = 0;
             for span in spans {
                 let ctx = &mut contexts[span.context];
@@ -173,12 +117,12 @@ impl Model {
                 for i in 0..n {
                     let t = row + i;
                     let angles = &s.angles[t * half..(t + 1) * half];
-                    for head in
-                        s.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim)
+                    for head in s.rows.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim]
+                        .chunks_exact_mut(c.head_dim)
                     {
                         self.math.rope(head, angles);
                     }
-                    for head in s.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim]
+                    for head in s.rows.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim]
                         .chunks_exact_mut(c.head_dim)
                     {
                         self.math.rope(head, angles);
@@ -187,8 +131,8 @@ impl Model {
                         &self.math,
                         layer_index,
                         start + i,
-                        &s.k.as_slice()[t * kv_dim..(t + 1) * kv_dim],
-                        &s.v.as_slice()[t * kv_dim..(t + 1) * kv_dim],
+                        &s.rows.k.as_slice()[t * kv_dim..(t + 1) * kv_dim],
+                        &s.rows.v.as_slice()[t * kv_dim..(t + 1) * kv_dim],
                     );
                 }
                 for i in 0..n {
@@ -200,84 +144,21 @@ impl Model {
                         attend(
                             self.kernels.level(),
                             order,
-                            &s.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim],
+                            &s.rows.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim],
                             &ctx.keys[cached.clone()],
                             &ctx.values[cached],
                             pos,
                             n_kv,
                             &mut s.attention,
-                            &mut s.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
+                            &mut s.rows.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
                                 [..c.head_dim],
                         );
                     }
                 }
                 row += n;
             }
-            s.act_q.load(&s.att.as_slice()[..rows * q_dim], rows);
-            run_products(
-                self.kernels,
-                executor,
-                &mut [Product {
-                    w: &layer.wo,
-                    x: &s.act_q,
-                    out: s.tmp.as_mut_slice(),
-                }],
-                &mut s.staging,
-            )?;
-            add_in_place(
-                &mut s.x.as_mut_slice()[..rows * dim],
-                &s.tmp.as_slice()[..rows * dim],
-            );
-            for t in 0..rows {
-                rms_norm(
-                    &s.x.as_slice()[t * dim..(t + 1) * dim],
-                    &layer.ffn_norm,
-                    c.rms_eps,
-                    &mut s.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-                );
-            }
-            s.act_dim.load(&s.xn.as_slice()[..rows * dim], rows);
-            let x = &s.act_dim;
-            run_products(
-                self.kernels,
-                executor,
-                &mut [
-                    Product {
-                        w: &layer.w_gate,
-                        x,
-                        out: s.gate.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.w_up,
-                        x,
-                        out: s.up.as_mut_slice(),
-                    },
-                ],
-                &mut s.staging,
-            )?;
-            for t in 0..rows {
-                let range = t * ffn..(t + 1) * ffn;
-                self.math.swiglu(
-                    &s.gate.as_slice()[range.clone()],
-                    &s.up.as_slice()[range.clone()],
-                    &mut s.hidden.as_mut_slice()[range],
-                );
-            }
-            s.act_ffn.load(&s.hidden.as_slice()[..rows * ffn], rows);
-            run_products(
-                self.kernels,
-                executor,
-                &mut [Product {
-                    w: &layer.w_down,
-                    x: &s.act_ffn,
-                    out: s.tmp.as_mut_slice(),
-                }],
-                &mut s.staging,
-            )?;
-            add_in_place(
-                &mut s.x.as_mut_slice()[..rows * dim],
-                &s.tmp.as_slice()[..rows * dim],
-            );
+            self.attention_output(executor, layer, &mut s.rows, 0, rows)?;
+            self.feed_forward(executor, layer, &mut s.rows, 0, rows)?;
         }
         // Final norm and output head for each span's last row, all spans in one product.
         let mut last = 0;
@@ -285,14 +166,14 @@ impl Model {
             last += span.tokens.len();
             let t = last - 1;
             rms_norm(
-                &s.x.as_slice()[t * dim..(t + 1) * dim],
+                &s.rows.x.as_slice()[t * dim..(t + 1) * dim],
                 &self.weights.output_norm,
                 c.rms_eps,
-                &mut s.xn.as_mut_slice()[i * dim..(i + 1) * dim],
+                &mut s.rows.xn.as_mut_slice()[i * dim..(i + 1) * dim],
             );
         }
         s.act_out
-            .load(&s.xn.as_slice()[..spans.len() * dim], spans.len());
+            .load(&s.rows.xn.as_slice()[..spans.len() * dim], spans.len());
         run_products(
             self.kernels,
             executor,
@@ -301,7 +182,7 @@ impl Model {
                 x: &s.act_out,
                 out: &mut s.logits,
             }],
-            &mut s.staging,
+            &mut s.rows.staging,
         )?;
         let vocab = c.vocab_size;
         for (i, span) in spans.iter().enumerate() {

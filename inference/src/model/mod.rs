@@ -13,6 +13,7 @@ mod attention;
 mod batch;
 mod config;
 mod error;
+mod layer;
 mod math;
 mod products;
 mod trig;
@@ -28,10 +29,11 @@ pub use weights::{LayerWeights, Weights};
 
 use crate::cpu::SimdLevel;
 use crate::gguf::Gguf;
-use crate::kernels::{Activations, AlignedF32, Kernels};
+use crate::kernels::{Activations, Kernels};
 use crate::parallel::{Executor, Serial};
 use alloc::vec::Vec;
 use attention::{AttentionScratch, attend, padded_kv_len};
+use layer::{RowBuffers, widest_run};
 use math::{Math, rms_norm, rope_angles};
 use products::{Product, run_products, staging_len};
 
@@ -132,7 +134,7 @@ impl Model {
     ) -> Result<(), ModelError> {
         let c = &self.config;
         let n = tokens.len();
-        let (dim, q_dim, kv_dim, ffn) = (c.dim, c.q_dim(), c.kv_dim(), c.ffn_dim);
+        let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
         let start = ctx.position;
         let order = if n > 1 {
             SumOrder::Batch
@@ -142,7 +144,7 @@ impl Model {
         let n_kv = padded_kv_len(start + n - 1, ctx.capacity);
         let half = c.head_dim / 2;
         for (t, &token) in tokens.iter().enumerate() {
-            let row = &mut ctx.x.as_mut_slice()[t * dim..(t + 1) * dim];
+            let row = &mut ctx.rows.x.as_mut_slice()[t * dim..(t + 1) * dim];
             self.weights
                 .embedding
                 .dequantize_row_into(token as usize, row);
@@ -159,50 +161,16 @@ impl Model {
             } else {
                 0
             };
-            let m = n - first;
-            // Attention block.
-            for t in 0..n {
-                let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
-                rms_norm(
-                    x,
-                    &layer.attn_norm,
-                    c.rms_eps,
-                    &mut ctx.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-                );
-            }
-            ctx.act_dim.load(&ctx.xn.as_slice()[..n * dim], n);
-            let x = &ctx.act_dim;
-            run_products(
-                self.kernels,
-                executor,
-                &mut [
-                    Product {
-                        w: &layer.wq,
-                        x,
-                        out: ctx.q.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.wk,
-                        x,
-                        out: ctx.k.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.wv,
-                        x,
-                        out: ctx.v.as_mut_slice(),
-                    },
-                ],
-                &mut ctx.staging,
-            )?;
+            self.attention_inputs(executor, layer, &mut ctx.rows, n)?;
             for t in 0..n {
                 let angles = &ctx.angles[t * half..(t + 1) * half];
-                for head in
-                    ctx.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim].chunks_exact_mut(c.head_dim)
+                for head in ctx.rows.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim]
+                    .chunks_exact_mut(c.head_dim)
                 {
                     self.math.rope(head, angles);
                 }
-                for head in
-                    ctx.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim].chunks_exact_mut(c.head_dim)
+                for head in ctx.rows.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim]
+                    .chunks_exact_mut(c.head_dim)
                 {
                     self.math.rope(head, angles);
                 }
@@ -215,9 +183,10 @@ impl Model {
                     let at = ctx.cache_offset(layer_index, kv_head, 0);
                     let rows = at..at + (pos + 1) * c.head_dim;
                     let (keys, values) = (&ctx.keys[rows.clone()], &ctx.values[rows]);
-                    let query = &ctx.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
-                    let out =
-                        &mut ctx.att.as_mut_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
+                    let query =
+                        &ctx.rows.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
+                    let out = &mut ctx.rows.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
+                        [..c.head_dim];
                     attend(
                         self.kernels.level(),
                         order,
@@ -231,76 +200,8 @@ impl Model {
                     );
                 }
             }
-            ctx.act_q
-                .load(&ctx.att.as_slice()[first * q_dim..n * q_dim], m);
-            run_products(
-                self.kernels,
-                executor,
-                &mut [Product {
-                    w: &layer.wo,
-                    x: &ctx.act_q,
-                    out: ctx.tmp.as_mut_slice(),
-                }],
-                &mut ctx.staging,
-            )?;
-            add_in_place(
-                &mut ctx.x.as_mut_slice()[first * dim..n * dim],
-                &ctx.tmp.as_slice()[..m * dim],
-            );
-
-            // Feed-forward block.
-            for t in first..n {
-                let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
-                rms_norm(
-                    x,
-                    &layer.ffn_norm,
-                    c.rms_eps,
-                    &mut ctx.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-                );
-            }
-            ctx.act_dim
-                .load(&ctx.xn.as_slice()[first * dim..n * dim], m);
-            let x = &ctx.act_dim;
-            run_products(
-                self.kernels,
-                executor,
-                &mut [
-                    Product {
-                        w: &layer.w_gate,
-                        x,
-                        out: ctx.gate.as_mut_slice(),
-                    },
-                    Product {
-                        w: &layer.w_up,
-                        x,
-                        out: ctx.up.as_mut_slice(),
-                    },
-                ],
-                &mut ctx.staging,
-            )?;
-            for t in 0..m {
-                let range = t * ffn..(t + 1) * ffn;
-                self.math.swiglu(
-                    &ctx.gate.as_slice()[range.clone()],
-                    &ctx.up.as_slice()[range.clone()],
-                    &mut ctx.hidden.as_mut_slice()[range],
-                );
-            }
-            ctx.act_ffn.load(&ctx.hidden.as_slice()[..m * ffn], m);
-            run_products(
-                self.kernels,
-                executor,
-                &mut [Product {
-                    w: &layer.w_down,
-                    x: &ctx.act_ffn,
-                    out: ctx.tmp.as_mut_slice(),
-                }],
-                &mut ctx.staging,
-            )?;
-            add_in_place(
-                &mut ctx.x.as_mut_slice()[first * dim..n * dim],
-                &ctx.tmp.as_slice()[..m * dim],
-            );
+            self.attention_output(executor, layer, &mut ctx.rows, first, n)?;
+            self.feed_forward(executor, layer, &mut ctx.rows, first, n)?;
         }
         ctx.position += n;
         ctx.last_in_batch = n - 1;
@@ -311,14 +212,14 @@ impl Model {
     fn logits(&self, executor: &dyn Executor, ctx: &mut Context) -> Result<(), ModelError> {
         let dim = self.config.dim;
         let t = ctx.last_in_batch;
-        let x = &ctx.x.as_slice()[t * dim..(t + 1) * dim];
+        let x = &ctx.rows.x.as_slice()[t * dim..(t + 1) * dim];
         rms_norm(
             x,
             &self.weights.output_norm,
             self.config.rms_eps,
-            &mut ctx.xn.as_mut_slice()[..dim],
+            &mut ctx.rows.xn.as_mut_slice()[..dim],
         );
-        ctx.act_out.load(&ctx.xn.as_slice()[..dim], 1);
+        ctx.act_out.load(&ctx.rows.xn.as_slice()[..dim], 1);
         let head = self.weights.output_head();
         run_products(
             self.kernels,
@@ -328,15 +229,9 @@ impl Model {
                 x: &ctx.act_out,
                 out: &mut ctx.logits,
             }],
-            &mut ctx.staging,
+            &mut ctx.rows.staging,
         )?;
         Ok(())
-    }
-}
-
-fn add_in_place(x: &mut [f32], y: &[f32]) {
-    for (a, &b) in x.iter_mut().zip(y) {
-        *a += b;
     }
 }
 
@@ -353,31 +248,16 @@ pub struct Context {
     /// Keys and values rounded to f16 (as llama.cpp's f16 cache holds them), kept as f32.
     keys: Vec<f32>,
     values: Vec<f32>,
-    x: AlignedF32,
-    xn: AlignedF32,
-    q: AlignedF32,
-    k: AlignedF32,
-    v: AlignedF32,
-    att: AlignedF32,
-    tmp: AlignedF32,
-    gate: AlignedF32,
-    up: AlignedF32,
-    hidden: AlignedF32,
-    act_dim: Activations,
-    act_q: Activations,
-    act_ffn: Activations,
+    rows: RowBuffers,
     act_out: Activations,
     angles: Vec<(f32, f32)>,
     scratch: AttentionScratch,
     logits: Vec<f32>,
-    /// Block-major product outputs of a batched step split across workers (see `products`).
-    staging: Vec<f32>,
 }
 
 impl Context {
     fn new(c: &LlamaConfig, level: SimdLevel, capacity: usize, max_batch: usize) -> Self {
         let cache = c.n_layers * c.kv_dim() * capacity;
-        let f = |per_token: usize| AlignedF32::zeroed(max_batch * per_token);
         Self {
             capacity,
             max_batch,
@@ -387,30 +267,11 @@ impl Context {
             head_dim: c.head_dim,
             keys: alloc::vec![0.0; cache],
             values: alloc::vec![0.0; cache],
-            x: f(c.dim),
-            xn: f(c.dim),
-            q: f(c.q_dim()),
-            k: f(c.kv_dim()),
-            v: f(c.kv_dim()),
-            att: f(c.q_dim()),
-            tmp: f(c.dim),
-            gate: f(c.ffn_dim),
-            up: f(c.ffn_dim),
-            hidden: f(c.ffn_dim),
-            act_dim: Activations::with_level(max_batch, c.dim, level),
-            act_q: Activations::with_level(max_batch, c.q_dim(), level),
-            act_ffn: Activations::with_level(max_batch, c.ffn_dim, level),
+            rows: RowBuffers::new(c, level, max_batch, staging_len(max_batch, widest_run(c))),
             act_out: Activations::with_level(1, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_batch * c.head_dim / 2],
             scratch: AttentionScratch::new(capacity, c.head_dim),
             logits: alloc::vec![0.0; c.vocab_size],
-            staging: alloc::vec![
-                0.0;
-                staging_len(
-                    max_batch,
-                    (c.q_dim() + 2 * c.kv_dim()).max(2 * c.ffn_dim).max(c.dim)
-                )
-            ],
         }
     }
 
@@ -449,7 +310,10 @@ impl Context {
     fn store_kv(&mut self, math: &Math, layer: usize, pos: usize, t: usize) {
         let kv_dim = self.n_kv_heads * self.head_dim;
         let rows = t * kv_dim..(t + 1) * kv_dim;
-        let (k, v) = (core::mem::take(&mut self.k), core::mem::take(&mut self.v));
+        let (k, v) = (
+            core::mem::take(&mut self.rows.k),
+            core::mem::take(&mut self.rows.v),
+        );
         self.store_kv_row(
             math,
             layer,
@@ -457,7 +321,7 @@ impl Context {
             &k.as_slice()[rows.clone()],
             &v.as_slice()[rows],
         );
-        (self.k, self.v) = (k, v);
+        (self.rows.k, self.rows.v) = (k, v);
     }
 
     /// Writes one token's keys and values (`kv_dim` each) at position `pos`, rounded through f16.
