@@ -74,7 +74,9 @@ impl Drop for Scratch {
 }
 
 /// Ward's own image: the file named by `WARD_IMAGE`, else `target/ward/ward.img` once
-/// `ward build` has written it (scripts/test.sh builds it before the tests run).
+/// `ward build` has written it (scripts/test.sh builds it before the tests run). Outside CI a
+/// missing image skips the image tests; under CI (`CI` set) it fails them, so they can never
+/// pass there without having checked the real image.
 pub fn ward_image() -> Option<(PathBuf, Vec<u8>)> {
     let path = std::env::var_os("WARD_IMAGE")
         .map(PathBuf::from)
@@ -83,7 +85,12 @@ pub fn ward_image() -> Option<(PathBuf, Vec<u8>)> {
         });
     match std::fs::read(&path) {
         Ok(image) => Some((path, image)),
-        Err(_) => {
+        Err(error) => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{} cannot be read under CI ({error}): scripts/test.sh runs `ward build` first",
+                path.display()
+            );
             eprintln!(
                 "skipped: {} not built yet (run `ward build` or set WARD_IMAGE)",
                 path.display()
