@@ -150,13 +150,14 @@ struct Enclave {
 }
 
 impl Enclave {
-    fn boot(config: &Path, disk: &Path, memory_mib: u32) -> Self {
+    fn boot(config: &Path, disk: &Path, memory_mib: u32, cpus: u32) -> Self {
         let serialised = VM_LOCK.lock().unwrap_or_else(|p| p.into_inner());
         let mut vm_config = VmConfig::new(image());
         vm_config.config = Some(config.to_path_buf());
         vm_config.disk = Some(disk.to_path_buf());
         vm_config.vsock = true;
         vm_config.memory_mib = memory_mib;
+        vm_config.cpus = cpus;
         vm_config.accel = accel();
         let mut vm = RunningVm::launch(&vm_config, SerialSink::Discard).expect("launch QEMU");
         let listening = vm.wait_for_line(LISTENING, BOOT_TIMEOUT);
@@ -398,7 +399,7 @@ fn served_enclave() {
         c.queue = 1;
         c.cadence_ms = 20;
     });
-    let enclave = Enclave::boot(&config, &owner.disk, 512);
+    let enclave = Enclave::boot(&config, &owner.disk, 512, 1);
     let addr = enclave.addr();
 
     // Simulated evidence is refused unless allowed, before anything is sent.
@@ -607,7 +608,7 @@ fn tampered_disks_and_rollback_are_refused() {
             tamper,
         );
         let config = owner.config(2, |_| {});
-        let enclave = Enclave::boot(&config, &owner.disk, 512);
+        let enclave = Enclave::boot(&config, &owner.disk, 512, 1);
         let addr = enclave.addr();
         let release = ward(&[
             "release-key",
@@ -649,7 +650,14 @@ fn default_model_answers() {
         c.slots = 1;
         c.queue = 1;
     });
-    let enclave = Enclave::boot(&config, &owner.disk, 1024);
+    // Two CPUs: the service splits each batched engine step across the kernel's SMP pool, and
+    // the answer must still be the host's.
+    let enclave = Enclave::boot(&config, &owner.disk, 1024, 2);
+    assert!(
+        enclave.serial().contains("engine on 2 CPUs"),
+        "{}",
+        enclave.serial()
+    );
     let addr = enclave.addr();
     let released = ward(&[
         "release-key",

@@ -1,6 +1,6 @@
 //! The loaded model as the service uses it: engine, tokenizer and chat template built from a
-//! verified plaintext, and one [`Generation`] per busy slot that turns a request into answer
-//! text token by token — the prompt is rendered with the model's chat template and tokenized
+//! verified plaintext, and one [`Generation`] per busy slot that turns the tokens the batcher
+//! samples for a request into answer text — the prompt is rendered with the model's chat template and tokenized
 //! here, inside the enclave, and the answer is detokenized here (streaming decoder), so only
 //! text ever leaves, encrypted.
 //!
@@ -11,13 +11,13 @@ use super::load::{LoadError, Plaintext};
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ward_attestation::protocol::{ModelInfo, Request};
+use ward_inference::batcher::{Batcher, BatcherConfig};
 use ward_inference::chat::{ChatMessage, ChatTemplate};
 use ward_inference::gguf::Gguf;
 use ward_inference::kernels::Kernels;
-use ward_inference::model::{Context, Model};
-use ward_inference::sampler::{Sampler, SamplerConfig};
+use ward_inference::model::Model;
 use ward_inference::tokenizer::{StreamDecoder, Tokenizer};
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 /// Tokens processed per forward step while reading a prompt (as `ward generate` does, so the
 /// arithmetic and hence the greedy answer are the same).
@@ -61,11 +61,6 @@ impl LoadedModel {
         })
     }
 
-    /// Entries in the vocabulary (logits per step).
-    pub fn vocab_size(&self) -> usize {
-        self.model.config().vocab_size
-    }
-
     /// Positions per slot: `wanted`, within the model's context length.
     pub fn slot_context(&self, wanted: usize) -> usize {
         wanted.min(self.model.config().context_length).max(2)
@@ -77,9 +72,14 @@ impl LoadedModel {
         (c.n_layers * c.kv_dim() * capacity) as u64 * 2 * 2
     }
 
-    /// A context for one slot, allocated once.
-    pub fn new_context(&self, capacity: usize) -> Context {
-        self.model.new_context(capacity, PROMPT_BATCH)
+    /// The slots' batcher: every slot's context and the batch scratch, allocated once.
+    pub fn new_batcher(&self, config: BatcherConfig) -> Batcher {
+        Batcher::new(&self.model, config)
+    }
+
+    /// The engine, for the batcher's steps.
+    pub fn model(&self) -> &Model {
+        &self.model
     }
 
     /// Renders the chat template around the request and tokenizes it. The rendered text is
@@ -109,19 +109,16 @@ pub struct StepOutput {
     pub tokens: Vec<Zeroizing<String>>,
     /// The answer is complete.
     pub done: bool,
-    /// Prompt tokens read in this step (the first step reads the whole prompt).
+    /// Prompt tokens read before this step's token (set with the first token only).
     pub prompt_tokens: usize,
 }
 
-/// One request being answered in one slot.
+/// One request being answered in one slot: stops and streaming text for the tokens the
+/// batcher samples for it.
 pub struct Generation {
-    prompt: Zeroizing<Vec<u32>>,
-    prompt_done: bool,
-    history: Zeroizing<Vec<u32>>,
-    last: u32,
+    prompt_len: usize,
     produced: u32,
     max_new: u32,
-    sampler: Sampler,
     decoder: StreamDecoder<'static>,
     /// Text of the latest token, sent with the next step so that the text the decoder still
     /// holds at the end of the answer goes out with a real token (exact token counts).
@@ -129,63 +126,44 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// A generation for `prompt` (already checked to fit `capacity`), at most `max_new` tokens.
+    /// A generation for a prompt of `prompt_len` tokens (already checked to fit `capacity`),
+    /// at most `max_new` tokens.
     pub fn new(
         model: &'static LoadedModel,
-        prompt: Zeroizing<Vec<u32>>,
+        prompt_len: usize,
         max_new: u32,
         capacity: usize,
     ) -> Self {
-        let room = capacity.saturating_sub(prompt.len());
-        let mut history = Zeroizing::new(Vec::with_capacity(capacity));
-        history.extend_from_slice(&prompt);
+        let room = capacity.saturating_sub(prompt_len);
         Self {
-            prompt,
-            prompt_done: false,
-            history,
-            last: 0,
+            prompt_len,
             produced: 0,
-            max_new: max_new.min(room as u32),
-            sampler: Sampler::new(SamplerConfig::greedy()),
+            max_new: max_new.min(u32::try_from(room).unwrap_or(u32::MAX)),
             decoder: model.tokenizer.decoder(),
             held: None,
         }
     }
 
-    /// Runs one forward step (the whole prompt first, then one token per step) and samples the
-    /// next token. `logits` is scratch of vocabulary size.
-    pub fn step(
-        &mut self,
-        model: &'static LoadedModel,
-        context: &mut Context,
-        logits: &mut [f32],
-    ) -> Result<StepOutput, String> {
-        if self.max_new == 0 {
-            return Ok(StepOutput {
-                done: true,
-                ..StepOutput::default()
-            });
-        }
-        let input: &[u32] = if self.prompt_done {
-            core::slice::from_ref(&self.last)
-        } else {
-            &self.prompt
-        };
-        let out = model
-            .model
-            .forward(context, input)
-            .map_err(|e| e.to_string())?;
-        logits.copy_from_slice(out);
-        let prompt_tokens = if self.prompt_done { 0 } else { input.len() };
-        self.prompt_done = true;
-        let id = self
-            .sampler
-            .sample(logits, &self.history)
-            .map_err(|e| e.to_string())?;
+    /// Tokens this generation may produce (the request's bound, within the slot's room).
+    pub fn max_new(&self) -> usize {
+        self.max_new as usize
+    }
+
+    /// Takes the next sampled token: its text (held back one token), and whether the answer is
+    /// complete (end of generation, or `max_new` tokens made).
+    pub fn accept(&mut self, model: &'static LoadedModel, id: u32) -> StepOutput {
         let mut output = StepOutput {
-            prompt_tokens,
+            prompt_tokens: if self.produced == 0 {
+                self.prompt_len
+            } else {
+                0
+            },
             ..StepOutput::default()
         };
+        if self.max_new == 0 {
+            output.done = true;
+            return output;
+        }
         if model.tokenizer.is_end_of_generation(id) {
             let mut last = self.held.take().unwrap_or_default();
             last.push_str(self.decoder.finish());
@@ -193,28 +171,25 @@ impl Generation {
                 output.tokens.push(last);
             }
             output.done = true;
-            return Ok(output);
+            return output;
         }
-        self.history.push(id);
-        self.last = id;
         self.produced += 1;
         let text = Zeroizing::new(String::from(self.decoder.push(id).unwrap_or("")));
         if let Some(previous) = self.held.replace(text) {
             output.tokens.push(previous);
         }
-        if self.produced >= self.max_new || context.position() >= context.capacity() {
+        if self.produced >= self.max_new {
             let mut last = self.held.take().unwrap_or_default();
             last.push_str(self.decoder.finish());
             output.tokens.push(last);
             output.done = true;
         }
-        Ok(output)
+        output
     }
 }
 
 impl Drop for Generation {
     fn drop(&mut self) {
-        self.last.zeroize();
         // The decoder's pending bytes are at most one character of the answer.
         let _ = self.decoder.finish();
     }

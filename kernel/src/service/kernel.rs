@@ -20,6 +20,15 @@ use ward_attestation::config::Config;
 use ward_attestation::protocol::SimulatedAttester;
 use ward_bootinfo::{BootInfo, MeasurementKind};
 use ward_inference::kernels::Kernels;
+use ward_inference::parallel::{Executor, Serial};
+
+/// Every started CPU, or the boot CPU alone when SMP start-up did not run.
+fn executor() -> &'static dyn Executor {
+    match crate::arch::smp::pool::get() {
+        Some(pool) => pool,
+        None => &Serial,
+    }
+}
 
 struct VsockSockets(Vsock<KernelPool, PciTransport>);
 
@@ -127,13 +136,15 @@ pub fn run(devices: Devices, boot: Boot<'_>, platform: &dyn Platform) -> ! {
         config_bytes: boot.config_bytes.to_vec(),
         config: boot.config,
         kernels: Kernels::detect(),
+        executor: executor(),
         max_plaintext: free / 2,
         max_slot_memory: free / 4,
     };
     info!(
-        "service: listening on vsock port {SERVICE_PORT} (simulated evidence, measurement {}, kernels {}), no model loaded until a key is released",
+        "service: listening on vsock port {SERVICE_PORT} (simulated evidence, measurement {}, kernels {}, engine on {} CPUs), no model loaded until a key is released",
         Hex(&image),
-        params.kernels.level().name()
+        params.kernels.level().name(),
+        params.executor.workers()
     );
     let disk: Option<Box<dyn Disk>> = devices
         .block

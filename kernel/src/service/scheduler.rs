@@ -1,20 +1,19 @@
 //! Admission and scheduling (DESIGN §14): `slots` generations run at once, each in its own
 //! slot whose context (KV cache and buffers) is allocated once when the model loads; further
 //! requests wait in a bounded queue; when every slot is busy and the queue is full the request
-//! is refused as busy. Busy slots take turns, one engine step each, so every answer streams.
-//!
-//! The fixed-slot batcher (one batched forward pass over all busy slots per step) replaces
-//! [`Scheduler::step`]'s one-slot-per-step turn taking; admission, cancellation and slot
-//! reuse stay as they are. A slot's KV cache is zeroed when its generation ends.
+//! is refused as busy. Each [`Scheduler::step`] is one step of the fixed-slot batcher: one
+//! batched forward pass over every busy slot on the executor's CPUs, so every answer streams.
+//! A slot's KV cache is zeroed when its generation ends.
 
-use super::engine::{Generation, LoadedModel, StepOutput};
+use super::engine::{Generation, LoadedModel, PROMPT_BATCH, StepOutput};
 use alloc::collections::VecDeque;
 use alloc::format;
-use alloc::string::String;
-use alloc::vec;
+use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use ward_attestation::protocol::Request;
-use ward_inference::model::Context;
+use ward_inference::batcher::{Batcher, BatcherConfig, SlotId};
+use ward_inference::parallel::Executor;
+use ward_inference::sampler::SamplerConfig;
 use zeroize::Zeroizing;
 
 /// Why a request was not admitted.
@@ -35,65 +34,70 @@ pub enum Admitted {
     Queued,
 }
 
-struct Slot<K> {
-    context: Context,
-    job: Option<(K, Generation)>,
-}
-
 struct Waiting<K> {
     owner: K,
     prompt: Zeroizing<Vec<u32>>,
     max_new: u32,
 }
 
+/// What one step made for one request: whose it was, and its output or why it failed.
+pub type SlotOutput<K> = (K, Result<StepOutput, String>);
+
 /// Slots plus the bounded queue, for requests owned by sessions identified by `K`.
 pub struct Scheduler<K> {
     model: &'static LoadedModel,
-    slots: Vec<Slot<K>>,
+    executor: &'static dyn Executor,
+    batcher: Batcher,
+    /// The request in each batcher slot, by slot number.
+    jobs: Vec<Option<(K, Generation)>>,
     queue: VecDeque<Waiting<K>>,
     queue_capacity: usize,
     capacity: usize,
-    logits: Vec<f32>,
-    next: usize,
+    /// Queued requests that could not start when a cancelled one freed their slot, reported
+    /// with the next step.
+    failed: Vec<SlotOutput<K>>,
 }
 
 impl<K: Copy + Eq> Scheduler<K> {
-    /// `slots` contexts of `capacity` positions each, allocated now.
+    /// `slots` contexts of `capacity` positions each, allocated now; steps run on `executor`.
     pub fn new(
         model: &'static LoadedModel,
+        executor: &'static dyn Executor,
         slots: usize,
         queue: usize,
         capacity: usize,
-        vocab: usize,
     ) -> Self {
+        // Prompts are read in chunks of `PROMPT_BATCH`, as `ward generate` does, so each
+        // slot's arithmetic and hence its greedy answer are the same as on the host.
+        let batcher = model.new_batcher(BatcherConfig {
+            slots: slots.max(1),
+            capacity,
+            prefill_chunk: PROMPT_BATCH,
+        });
         Self {
             model,
-            slots: (0..slots.max(1))
-                .map(|_| Slot {
-                    context: model.new_context(capacity),
-                    job: None,
-                })
-                .collect(),
+            executor,
+            jobs: (0..batcher.config().slots).map(|_| None).collect(),
+            batcher,
             queue: VecDeque::with_capacity(queue),
             queue_capacity: queue,
             capacity,
-            logits: vec![0.0; vocab],
-            next: 0,
+            failed: Vec::new(),
         }
     }
 
     /// Requests running or queued.
     pub fn load(&self) -> (usize, usize) {
-        let running = self.slots.iter().filter(|s| s.job.is_some()).count();
+        let running = self.jobs.iter().filter(|j| j.is_some()).count();
         (running, self.queue.len())
     }
 
     /// Takes a request: into a free slot, else into the queue, else refused as busy.
     pub fn admit(&mut self, owner: K, request: &Request) -> Result<Admitted, Refusal> {
-        let free = self.slots.iter().position(|s| s.job.is_none());
-        if free.is_none() && self.queue.len() >= self.queue_capacity {
+        let free = self.jobs.iter().any(|j| j.is_none());
+        if !free && self.queue.len() >= self.queue_capacity {
             return Err(Refusal::Busy {
-                slots: self.slots.len(),
+                slots: self.jobs.len(),
                 queue: self.queue_capacity,
             });
         }
@@ -116,31 +120,47 @@ impl<K: Copy + Eq> Scheduler<K> {
             prompt,
             max_new: request.max_new_tokens,
         };
-        match free {
-            Some(index) => {
-                self.start(index, waiting);
-                Ok(Admitted::Running)
-            }
-            None => {
-                self.queue.push_back(waiting);
-                Ok(Admitted::Queued)
-            }
+        if free {
+            self.start(waiting).map_err(Refusal::BadRequest)?;
+            Ok(Admitted::Running)
+        } else {
+            self.queue.push_back(waiting);
+            Ok(Admitted::Queued)
         }
     }
 
-    fn start(&mut self, index: usize, waiting: Waiting<K>) {
-        let generation =
-            Generation::new(self.model, waiting.prompt, waiting.max_new, self.capacity);
-        self.slots[index].job = Some((waiting.owner, generation));
+    fn start(&mut self, waiting: Waiting<K>) -> Result<(), String> {
+        let generation = Generation::new(
+            self.model,
+            waiting.prompt.len(),
+            waiting.max_new,
+            self.capacity,
+        );
+        // The batcher needs at least one token to make; a request for none ends at the first.
+        let slot = self
+            .batcher
+            .start(
+                &waiting.prompt,
+                generation.max_new().max(1),
+                SamplerConfig::greedy(),
+            )
+            .map_err(|e| e.to_string())?;
+        self.jobs[slot.0] = Some((waiting.owner, generation));
+        Ok(())
     }
 
-    fn release(&mut self, index: usize) {
-        let slot = &mut self.slots[index];
-        slot.job = None;
-        slot.context.reset();
-        self.logits.fill(0.0);
+    /// Frees a slot (the batcher zeroes its KV cache and history) and starts the queue's head
+    /// in it; a queued request that cannot start is reported in `out`.
+    fn release(&mut self, index: usize, out: &mut Vec<SlotOutput<K>>) {
+        if self.jobs[index].take().is_some() {
+            // The slot was busy, so the batcher cannot refuse.
+            let _ = self.batcher.release(SlotId(index));
+        }
         if let Some(waiting) = self.queue.pop_front() {
-            self.start(index, waiting);
+            let owner = waiting.owner;
+            if let Err(why) = self.start(waiting) {
+                out.push((owner, Err(why)));
+            }
         }
     }
 
@@ -148,30 +168,50 @@ impl<K: Copy + Eq> Scheduler<K> {
     pub fn cancel(&mut self, owner: K) {
         self.queue.retain(|w| w.owner != owner);
         if let Some(index) = self
-            .slots
+            .jobs
             .iter()
-            .position(|s| s.job.as_ref().is_some_and(|(o, _)| *o == owner))
+            .position(|j| j.as_ref().is_some_and(|(o, _)| *o == owner))
         {
-            self.release(index);
+            let mut failed = core::mem::take(&mut self.failed);
+            self.release(index, &mut failed);
+            self.failed = failed;
         }
     }
 
-    /// One engine step for the next busy slot in turn: whose request it was and what it made.
-    /// A finished or failed generation frees its slot (KV cache zeroed) for the queue's head.
-    pub fn step(&mut self) -> Option<(K, Result<StepOutput, String>)> {
-        let count = self.slots.len();
-        let index = (0..count)
-            .map(|i| (self.next + i) % count)
-            .find(|&i| self.slots[i].job.is_some())?;
-        self.next = (index + 1) % count;
-        let slot = &mut self.slots[index];
-        let (owner, generation) = slot.job.as_mut()?;
-        let owner = *owner;
-        let result = generation.step(self.model, &mut slot.context, &mut self.logits);
-        let finished = result.as_ref().map_or(true, |out| out.done);
-        if finished {
-            self.release(index);
+    /// One batched step over every busy slot: whose requests got output and what. A finished
+    /// or failed generation frees its slot (KV cache zeroed) for the queue's head.
+    pub fn step(&mut self) -> Vec<SlotOutput<K>> {
+        let mut out = core::mem::take(&mut self.failed);
+        if self.jobs.iter().all(|j| j.is_none()) {
+            return out;
         }
-        Some((owner, result))
+        let emitted = match self.batcher.step(self.model.model(), self.executor) {
+            Ok(emitted) => emitted.to_vec(),
+            Err(error) => {
+                // A failed batched pass leaves every busy slot's context undefined: end them all.
+                let why = error.to_string();
+                for index in 0..self.jobs.len() {
+                    if let Some((owner, _)) = &self.jobs[index] {
+                        out.push((*owner, Err(why.clone())));
+                        self.release(index, &mut out);
+                    }
+                }
+                return out;
+            }
+        };
+        for token in emitted {
+            let index = token.slot.0;
+            let Some((owner, generation)) = self.jobs[index].as_mut() else {
+                continue;
+            };
+            let owner = *owner;
+            let output = generation.accept(self.model, token.token);
+            let finished = output.done || token.last;
+            out.push((owner, Ok(output)));
+            if finished {
+                self.release(index, &mut out);
+            }
+        }
+        out
     }
 }

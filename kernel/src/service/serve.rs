@@ -6,7 +6,7 @@
 //! emit one record per answering session when a cadence tick is due, and write out what the
 //! sessions produced as far as the peers' credit allows. The kernel calls it in a loop.
 
-use super::engine::LoadedModel;
+use super::engine::{LoadedModel, StepOutput};
 use super::io::{Clock, Disk, SocketError, Sockets};
 use super::load::{LoadError, unseal_from_disk};
 use super::scheduler::{Refusal, Scheduler};
@@ -23,6 +23,7 @@ use ward_attestation::protocol::{
 };
 use ward_attestation::sealed::ModelKey;
 use ward_inference::kernels::Kernels;
+use ward_inference::parallel::Executor;
 
 /// The vsock port the service listens on.
 pub const SERVICE_PORT: u32 = 5000;
@@ -41,6 +42,8 @@ pub struct ServiceParams {
     pub config: Config,
     /// The engine's kernels.
     pub kernels: Kernels,
+    /// The CPUs each batched engine step is split across.
+    pub executor: &'static dyn Executor,
     /// Largest model plaintext accepted (a bound derived from free memory).
     pub max_plaintext: u64,
     /// Memory the slots' KV caches may take.
@@ -333,10 +336,10 @@ where
         let model: &'static LoadedModel = Box::leak(Box::new(model));
         self.scheduler = Some(Scheduler::new(
             model,
+            self.params.executor,
             slots,
             self.params.config.queue as usize,
             capacity,
-            model.vocab_size(),
         ));
         let built = self.clock.now_micros();
         let times = LoadTimes {
@@ -356,24 +359,30 @@ where
         Ok(model)
     }
 
+    /// One batched engine step over every busy slot, then each answering session's output.
     fn engine_step(&mut self) {
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
         let started = self.clock.now_micros();
-        let Some((owner, result)) = scheduler.step() else {
-            return;
-        };
+        let outputs = scheduler.step();
         let took = self.clock.now_micros().saturating_sub(started);
-        if let Ok(output) = &result
-            && output.prompt_tokens > 0
-        {
-            info!(
-                "session {owner:?}: prompt of {} tokens read in {} ms",
-                output.prompt_tokens,
-                took / 1000
-            );
+        for (owner, result) in outputs {
+            if let Ok(output) = &result
+                && output.prompt_tokens > 0
+            {
+                info!(
+                    "session {owner:?}: prompt of {} tokens read in {} ms",
+                    output.prompt_tokens,
+                    took / 1000
+                );
+            }
+            self.deliver(owner, result);
         }
+    }
+
+    /// Streams one step's output (or failure) to the session whose request it was.
+    fn deliver(&mut self, owner: S::Id, result: Result<StepOutput, String>) {
         let Some(index) = self.connections.iter().position(|c| c.id == owner) else {
             return;
         };

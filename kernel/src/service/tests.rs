@@ -125,6 +125,7 @@ fn fixture(config_text: &str, disk: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Fixture 
             config_bytes: text.into_bytes(),
             config,
             kernels: Kernels::detect(),
+            executor: &ward_inference::parallel::Serial,
             max_plaintext: 64 << 20,
             max_slot_memory: 64 << 20,
         },
@@ -406,4 +407,37 @@ fn busy_beyond_slots_and_queue_and_the_rest_served() {
         .filter(|o| matches!(o, ClientEvent::AnswerText(t) if *t == expected))
         .count();
     assert_eq!((busy, served), (1, 2), "{outcomes:?}");
+}
+
+#[test]
+fn concurrent_sessions_get_the_answers_they_get_alone() {
+    let mut f = fixture("slots = 2\nqueue = 0\ncadence_ms = 0\n", |image| image);
+    assert!(matches!(
+        release_key(&mut f.service, &f.release, &f.model_key),
+        ClientEvent::KeyReleaseResult(_)
+    ));
+    let questions = [("hello", 12), ("What is 2+2? Think.", 30)];
+    let mut clients: Vec<Client> = (0..questions.len())
+        .map(|_| established(&mut f.service, Purpose::Chat).0)
+        .collect();
+    // Both requests are in before the service runs a step, so they share every batched step.
+    for (client, (question, max)) in clients.iter_mut().zip(questions) {
+        client
+            .session
+            .send_request(&Request {
+                max_new_tokens: max,
+                system: String::new(),
+                user: question.into(),
+            })
+            .unwrap();
+        client.flush(&mut f.service);
+    }
+    for (client, (question, max)) in clients.iter_mut().zip(questions) {
+        let expected = host_greedy(&f.gguf, question, max as usize);
+        assert!(!expected.is_empty(), "the tiny model says something");
+        match collect_answer(&mut f.service, client) {
+            ClientEvent::AnswerText(text) => assert_eq!(text, expected, "for {question:?}"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
