@@ -35,34 +35,15 @@ qemu=${QEMU:-qemu-system-x86_64}
 # HOST_DATA: the 32-byte SHA-256 of the configuration file, base64-encoded as QEMU expects.
 host_data=$(python3 -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha256(open(sys.argv[1], "rb").read()).digest()).decode())' "$config")
 
-escape() { printf '%s' "${1//,/,,}"; }
+# shellcheck source=qemu/confidential-common.sh
+source "$(dirname "$0")/confidential-common.sh"
 
 args=(
     -machine "q35,confidential-guest-support=sev0,memory-backend=ram1"
     -object "memory-backend-memfd,id=ram1,size=${memory}M,share=true,prealloc=false"
     -object "sev-snp-guest,id=sev0,cbitpos=${CBITPOS:-51},reduced-phys-bits=${REDUCED_PHYS_BITS:-1},policy=${POLICY:-0x30000},host-data=$host_data"
     -accel kvm -cpu "$cpu" -smp "$smp" -m "${memory}M"
-    -nodefaults -display none -no-reboot -serial stdio
-    -device isa-debug-exit,iobase=0xf4,iosize=4
-    -bios "$(escape "$image")"
-    -fw_cfg "name=opt/ward/config,file=$(escape "$config")"
-    -device "vhost-vsock-pci,guest-cid=${VSOCK_CID:-3},disable-legacy=on,iommu_platform=on"
 )
-if [ -n "$disk" ]; then
-    args+=(-drive "file=$(escape "$disk"),if=none,format=raw,id=disk0,readonly=on"
-        -device virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on)
-fi
+append_ward_devices
 
-if [ "${DRY_RUN:-0}" = 1 ]; then
-    printf '%s\n' "$qemu" "${args[@]}"
-    exit 0
-fi
-
-# sev-snp-guest exists from QEMU 9.1 on; older versions would fail with a less clear message.
-version=$("$qemu" --version | sed -n 's/^QEMU emulator version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
-read -r major minor <<<"${version:-0 0}"
-if [ "$major" -lt 9 ] || { [ "$major" -eq 9 ] && [ "$minor" -lt 1 ]; }; then
-    echo "snp.sh: $qemu is version $major.$minor; SEV-SNP guests need QEMU >= 9.1" >&2
-    exit 2
-fi
-exec "$qemu" "${args[@]}"
+launch snp.sh 9 1 "SEV-SNP guests"

@@ -33,7 +33,8 @@ qgs=${QGS:-/var/run/tdx-qgs/qgs.socket}
 # MRCONFIGID: the 48-byte SHA-384 of the configuration file, base64-encoded as QEMU expects.
 mrconfigid=$(python3 -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha384(open(sys.argv[1], "rb").read()).digest()).decode())' "$config")
 
-escape() { printf '%s' "${1//,/,,}"; }
+# shellcheck source=qemu/confidential-common.sh
+source "$(dirname "$0")/confidential-common.sh"
 
 # The quote-generation socket is a SocketAddress, which only the JSON form of -object takes.
 # sept-ve-disable: an EPT violation on private memory must not reach the guest as #VE (the host
@@ -45,27 +46,7 @@ args=(
     -object "memory-backend-memfd,id=ram1,size=${memory}M,share=true,prealloc=false"
     -object "$tdx_object"
     -accel kvm -cpu host -smp "$smp" -m "${memory}M"
-    -nodefaults -display none -no-reboot -serial stdio
-    -device isa-debug-exit,iobase=0xf4,iosize=4
-    -bios "$(escape "$image")"
-    -fw_cfg "name=opt/ward/config,file=$(escape "$config")"
-    -device "vhost-vsock-pci,guest-cid=${VSOCK_CID:-3},disable-legacy=on,iommu_platform=on"
 )
-if [ -n "$disk" ]; then
-    args+=(-drive "file=$(escape "$disk"),if=none,format=raw,id=disk0,readonly=on"
-        -device virtio-blk-pci,drive=disk0,disable-legacy=on,iommu_platform=on)
-fi
+append_ward_devices
 
-if [ "${DRY_RUN:-0}" = 1 ]; then
-    printf '%s\n' "$qemu" "${args[@]}"
-    exit 0
-fi
-
-# tdx-guest exists from QEMU 10.1 on.
-version=$("$qemu" --version | sed -n 's/^QEMU emulator version \([0-9]*\)\.\([0-9]*\).*/\1 \2/p')
-read -r major minor <<<"${version:-0 0}"
-if [ "$major" -lt 10 ] || { [ "$major" -eq 10 ] && [ "$minor" -lt 1 ]; }; then
-    echo "tdx.sh: $qemu is version $major.$minor; TDX guests need QEMU >= 10.1" >&2
-    exit 2
-fi
-exec "$qemu" "${args[@]}"
+launch tdx.sh 10 1 "TDX guests"

@@ -95,7 +95,7 @@ fn dry_run(name: &str, scratch: &Scratch) -> Vec<String> {
 
 #[test]
 fn profiles_are_valid_shell() {
-    for name in ["snp.sh", "tdx.sh", "native.sh"] {
+    for name in ["snp.sh", "tdx.sh", "native.sh", "confidential-common.sh"] {
         let status = Command::new("bash")
             .arg("-n")
             .arg(profile(name))
