@@ -12,7 +12,7 @@ use ward_attestation::keyrelease::ReleaseKeyPair;
 use ward_attestation::protocol::{
     ClientParams, ErrorCode, EvidenceRejected, ModelInfo, ModelStatus, NoHardwareVerifier,
     ProtocolError, Purpose, RECORD_WIRE_LEN, Request, ServerEvent, ServerParams, ServerSession,
-    SimulatedAttester,
+    SessionInfo, SimulatedAttester,
 };
 use ward_attestation::sealed::ModelKey;
 use ward_tools::client::{Address, ClientError, Connection, Stream, connect};
@@ -109,6 +109,23 @@ fn params(purpose: Purpose, allow_simulated: bool) -> ClientParams {
     }
 }
 
+/// A client handshake that accepts the scripted server's simulated evidence.
+fn simulated_handshake<S: Read + Write>(
+    stream: S,
+    purpose: Purpose,
+    rng: &mut ChaCha20Rng,
+    capture: bool,
+) -> (Connection<'static, S>, SessionInfo) {
+    Connection::handshake(
+        stream,
+        params(purpose, true),
+        &NoHardwareVerifier,
+        rng,
+        capture,
+    )
+    .unwrap()
+}
+
 fn pair(script: Script) -> (UnixStream, thread::JoinHandle<()>) {
     let (client, server) = UnixStream::pair().unwrap();
     client
@@ -133,14 +150,7 @@ fn chat_over_a_socketpair_streams_the_answer_in_equal_records() {
         ..Script::default()
     });
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    let (mut conn, info) = Connection::handshake(
-        stream,
-        params(Purpose::Chat, true),
-        &NoHardwareVerifier,
-        &mut rng,
-        true,
-    )
-    .unwrap();
+    let (mut conn, info) = simulated_handshake(stream, Purpose::Chat, &mut rng, true);
     assert_eq!(info.model, ModelStatus::Loaded(model()));
     let mut streamed = Vec::new();
     let answer = conn
@@ -172,14 +182,7 @@ fn busy_is_reported_and_simulated_evidence_needs_the_flag() {
         ..Script::default()
     });
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    let (mut conn, _) = Connection::handshake(
-        stream,
-        params(Purpose::Chat, true),
-        &NoHardwareVerifier,
-        &mut rng,
-        false,
-    )
-    .unwrap();
+    let (mut conn, _) = simulated_handshake(stream, Purpose::Chat, &mut rng, false);
     match conn.ask(&request("hi"), |_| {}) {
         Err(ClientError::Server {
             code: ErrorCode::Busy,
@@ -220,14 +223,7 @@ fn a_connection_cut_mid_answer_is_a_truncation() {
     };
     let (stream, server) = pair(script);
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    let (mut conn, _) = Connection::handshake(
-        stream,
-        params(Purpose::Chat, true),
-        &NoHardwareVerifier,
-        &mut rng,
-        false,
-    )
-    .unwrap();
+    let (mut conn, _) = simulated_handshake(stream, Purpose::Chat, &mut rng, false);
     match conn.ask(&request("hi"), |_| {}) {
         Err(e @ ClientError::Protocol(ProtocolError::Truncated)) => {
             assert!(e.to_string().contains("truncated"));
@@ -241,14 +237,7 @@ fn a_connection_cut_mid_answer_is_a_truncation() {
 fn key_release_over_a_socketpair() {
     let (stream, server) = pair(Script::default());
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    let (mut conn, info) = Connection::handshake(
-        stream,
-        params(Purpose::KeyRelease, true),
-        &NoHardwareVerifier,
-        &mut rng,
-        false,
-    )
-    .unwrap();
+    let (mut conn, info) = simulated_handshake(stream, Purpose::KeyRelease, &mut rng, false);
     assert!(info.release_public.is_some());
     let sender = ReleaseKeyPair::from_secret_bytes(&SENDER_SECRET).unwrap();
     let loaded = conn
@@ -296,14 +285,7 @@ fn hybrid_vsock_connect_then_chat() {
     let stream = connect(&address, Duration::from_secs(5)).unwrap();
     assert!(matches!(stream, Stream::Unix(_)));
     let mut rng = ChaCha20Rng::from_seed([1; 32]);
-    let (mut conn, _) = Connection::handshake(
-        stream,
-        params(Purpose::Chat, true),
-        &NoHardwareVerifier,
-        &mut rng,
-        false,
-    )
-    .unwrap();
+    let (mut conn, _) = simulated_handshake(stream, Purpose::Chat, &mut rng, false);
     assert_eq!(conn.ask(&request("hi"), |_| {}).unwrap().text, b"hello");
     conn.close().unwrap();
     daemon.join().unwrap();
