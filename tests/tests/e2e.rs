@@ -93,6 +93,20 @@ struct Owner {
 }
 
 impl Owner {
+    /// `ward release-key` as this owner, accepting the enclave's simulated evidence.
+    fn release_key(&self, addr: &str) -> Output {
+        ward(&[
+            "release-key",
+            "--connect",
+            addr,
+            "--key",
+            path_str(&self.key_file),
+            "--sender-key",
+            path_str(&self.sender_file),
+            "--allow-simulated",
+        ])
+    }
+
     /// Seals `gguf` as model `id` version `version`, then lets `tamper` change the image.
     fn new(
         tag: &str,
@@ -610,16 +624,7 @@ fn tampered_disks_and_rollback_are_refused() {
         let config = owner.config(2, |_| {});
         let enclave = Enclave::boot(&config, &owner.disk, 512, 1);
         let addr = enclave.addr();
-        let release = ward(&[
-            "release-key",
-            "--connect",
-            &addr,
-            "--key",
-            path_str(&owner.key_file),
-            "--sender-key",
-            path_str(&owner.sender_file),
-            "--allow-simulated",
-        ]);
+        let release = owner.release_key(&addr);
         assert!(!release.status.success(), "{tag}");
         let stderr = String::from_utf8_lossy(&release.stderr);
         assert!(
@@ -659,16 +664,7 @@ fn default_model_answers() {
         enclave.serial()
     );
     let addr = enclave.addr();
-    let released = ward(&[
-        "release-key",
-        "--connect",
-        &addr,
-        "--key",
-        path_str(&owner.key_file),
-        "--sender-key",
-        path_str(&owner.sender_file),
-        "--allow-simulated",
-    ]);
+    let released = owner.release_key(&addr);
     assert!(released.status.success());
     // TCG runs the engine at seconds per token here: a short prompt, two tokens.
     let (system, question, max) = ("Be brief.", "Hi", 2);
