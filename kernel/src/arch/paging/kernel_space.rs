@@ -3,7 +3,7 @@
 //! find where the loader put each kernel page.
 
 use super::flags::{Access, Caching};
-use super::layout::{self, SHARED_WINDOW, Stack};
+use super::layout::{self, HIGH_MMIO, SHARED_WINDOW, Stack};
 use super::mapper::{self, MapError, PageTables, TableAccess, TableFrames};
 use crate::arch::registers::{self, CR0_WP, EFER_NXE, IA32_EFER};
 use crate::drivers::pci::ecam::{Q35_ECAM_BASE, Q35_ECAM_SIZE};
@@ -11,12 +11,6 @@ use crate::mm::address::{PAGE_SIZE, PhysAddr, PhysRange, VirtAddr};
 use crate::mm::frames::FrameAllocator;
 use core::fmt;
 use ward_bootinfo::MemoryRegion;
-
-/// The top 32 MiB below 4 GiB: flash, IOAPIC, HPET, LAPIC.
-const HIGH_MMIO: PhysRange = PhysRange {
-    start: PhysAddr::new(0xfe00_0000),
-    end: PhysAddr::new(0x1_0000_0000),
-};
 
 /// Why the kernel's address space could not be built.
 #[derive(Clone, Copy, Debug)]

@@ -21,6 +21,13 @@ pub const STACK_REGION: u64 = 0xFFFF_FF00_0000_0000;
 pub const STACK_SLOT_BYTES: u64 = 8 << 20;
 /// Start of the shared-memory pool's mapping (PML4 entry 509).
 pub const SHARED_WINDOW: u64 = 0xFFFF_FE80_0000_0000;
+/// The top 32 MiB below 4 GiB, identity-mapped uncached: flash, IOAPIC, HPET, LAPIC, and the
+/// window the PCI driver places virtio BARs in (checked at compile time in
+/// `drivers::virtio::pci::bars`).
+pub const HIGH_MMIO: PhysRange = PhysRange {
+    start: PhysAddr::new(0xfe00_0000),
+    end: PhysAddr::new(0x1_0000_0000),
+};
 
 /// The kernel's stacks. Each gets its own slot, so a guard-page fault names its stack.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

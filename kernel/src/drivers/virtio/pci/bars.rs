@@ -12,6 +12,13 @@ pub const BAR_WINDOW_START: u64 = 0xfe00_0000;
 /// End of the BAR window (the IOAPIC's page).
 pub const BAR_WINDOW_END: u64 = 0xfec0_0000;
 
+// The kernel maps MMIO uncached only inside its high-MMIO window: BARs placed anywhere else
+// would be unmapped (or mapped as cacheable RAM), so the two must not drift apart.
+const _: () = {
+    let mmio = crate::arch::paging::layout::HIGH_MMIO;
+    assert!(BAR_WINDOW_START >= mmio.start.as_u64() && BAR_WINDOW_END <= mmio.end.as_u64());
+};
+
 /// Offset of BAR 0; BAR n is at `BAR0 + 4 n`.
 const BAR0: u16 = 0x10;
 /// Command register bits.
