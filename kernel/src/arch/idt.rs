@@ -47,6 +47,7 @@ pub fn stack_for(vector: u8) -> Stack {
         8 => Stack::DoubleFault,
         14 => Stack::PageFault,
         18 => Stack::MachineCheck,
+        20 | 29 => Stack::Virtualization,
         _ => Stack::Exception,
     }
 }

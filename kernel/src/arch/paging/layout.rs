@@ -44,17 +44,22 @@ pub enum Stack {
     PageFault,
     /// IST 5: every other exception.
     Exception,
+    /// IST 6: the virtualization exceptions, SNP #VC and TDX #VE. They are raised by port I/O,
+    /// MMIO and CPUID anywhere — inside the other handlers too (a fault report writes to the
+    /// serial port) — so they need a stack no other vector uses.
+    Virtualization,
 }
 
 impl Stack {
     /// All stacks, in slot order.
-    pub const ALL: [Stack; 6] = [
+    pub const ALL: [Stack; 7] = [
         Stack::Kernel,
         Stack::DoubleFault,
         Stack::Nmi,
         Stack::MachineCheck,
         Stack::PageFault,
         Stack::Exception,
+        Stack::Virtualization,
     ];
 
     /// Slot number.
@@ -79,6 +84,7 @@ impl Stack {
             Self::MachineCheck => Some(3),
             Self::PageFault => Some(4),
             Self::Exception => Some(5),
+            Self::Virtualization => Some(6),
         }
     }
 
@@ -91,6 +97,7 @@ impl Stack {
             Self::MachineCheck => "machine-check IST",
             Self::PageFault => "page-fault IST",
             Self::Exception => "exception IST",
+            Self::Virtualization => "virtualization-exception IST",
         }
     }
 
@@ -332,7 +339,7 @@ mod tests {
         );
         assert_eq!(Stack::guarded_by(VirtAddr::new(STACK_REGION - 1)), None);
         assert_eq!(
-            Stack::guarded_by(VirtAddr::new(STACK_REGION + 6 * STACK_SLOT_BYTES)),
+            Stack::guarded_by(VirtAddr::new(STACK_REGION + 7 * STACK_SLOT_BYTES)),
             None
         );
         assert_eq!(VirtAddr::new(STACK_REGION).table_index(4), 510);
@@ -368,7 +375,7 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].1.as_u64() + PAGE_SIZE <= w[1].0.as_u64())
         );
-        let end = Stack::Exception.top_on(MAX_CPUS - 1).as_u64();
+        let end = Stack::Virtualization.top_on(MAX_CPUS - 1).as_u64();
         assert!(end < KERNEL_BASE && VirtAddr::new(end - 1).table_index(4) == 510);
         assert_eq!(
             Stack::locate_on_any_cpu(Stack::Kernel.top_on(MAX_CPUS - 1 + 1)),
@@ -378,9 +385,9 @@ mod tests {
             Stack::locate_on_any_cpu(VirtAddr::new(STACK_REGION - 1)),
             None
         );
-        // Slots 6 and 7 of each CPU hold no stack.
+        // Slot 7 of each CPU holds no stack.
         assert_eq!(
-            Stack::locate_on_any_cpu(VirtAddr::new(STACK_REGION + 6 * STACK_SLOT_BYTES)),
+            Stack::locate_on_any_cpu(VirtAddr::new(STACK_REGION + 7 * STACK_SLOT_BYTES)),
             None
         );
     }
