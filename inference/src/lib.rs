@@ -6,6 +6,7 @@
 //! - [`kernels`]: scalar / AVX2 / AVX-512 matrix products, picked once via [`cpu`].
 //! - [`model`]: the LLaMA forward pass over a per-sequence [`model::Context`].
 //! - [`batcher`]: fixed-slot continuous batching, one batched forward pass per step.
+//! - [`bench`]: prompt, decode and batched-decode speed, shared by `ward bench` and the enclave.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
@@ -13,6 +14,7 @@ extern crate alloc;
 extern crate std;
 
 pub mod batcher;
+pub mod bench;
 pub mod chat;
 pub mod cpu;
 pub mod gguf;
