@@ -5,6 +5,11 @@
 //! loader's own code, which stay read-only and executable until the kernel replaces the tables.
 //! The kernel's segments are mapped at their virtual addresses with 4 KiB pages and the
 //! permissions of their segment (R, RW+NX, RX).
+//!
+//! Under SEV-SNP every entry that maps private memory carries the C-bit (the encryption mask);
+//! MMIO, the GHCB page and anything else that is not wholly private is mapped without it, in
+//! pages as small as needed (down to 4 KiB). With a zero mask the tables are exactly the plain
+//! ones.
 
 use crate::elf::{KernelElf, Permissions};
 use crate::layout::{HUGE_PAGE_SIZE, LARGE_PAGE_SIZE, PAGE_SIZE};
@@ -132,13 +137,29 @@ fn index(address: u64, level: u32) -> usize {
 pub struct PageTables<M> {
     memory: M,
     root: u64,
+    /// The C-bit mask (0 outside SNP): set in every non-leaf entry, and never part of an address.
+    encryption_mask: u64,
 }
 
 impl<M: TableMemory> PageTables<M> {
     /// Empty tables: a zeroed PML4.
-    pub fn new(mut memory: M) -> Result<Self, PagingError> {
+    pub fn new(memory: M) -> Result<Self, PagingError> {
+        Self::with_encryption_mask(memory, 0)
+    }
+
+    /// Empty tables whose non-leaf entries carry `mask` (SNP: the tables themselves live in
+    /// private memory, as Linux also marks them).
+    pub fn with_encryption_mask(mut memory: M, mask: u64) -> Result<Self, PagingError> {
         let root = memory.allocate_table()?;
-        Ok(Self { memory, root })
+        Ok(Self {
+            memory,
+            root,
+            encryption_mask: mask,
+        })
+    }
+
+    fn address_bits(&self) -> u64 {
+        ADDRESS_MASK & !self.encryption_mask
     }
 
     /// Physical address of the PML4 (the value for CR3).
@@ -162,7 +183,7 @@ impl<M: TableMemory> PageTables<M> {
         let mask = size.bytes() - 1;
         if virtual_address & mask != 0
             || physical_address & mask != 0
-            || physical_address & !ADDRESS_MASK & !mask != 0
+            || physical_address & !self.address_bits() & !mask != 0
             || !is_canonical(virtual_address)
         {
             return Err(PagingError::Misaligned {
@@ -176,12 +197,12 @@ impl<M: TableMemory> PageTables<M> {
             let entry = self.memory.table_mut(table)[slot];
             table = if entry & PRESENT == 0 {
                 let next = self.memory.allocate_table()?;
-                self.memory.table_mut(table)[slot] = next | TABLE_FLAGS;
+                self.memory.table_mut(table)[slot] = next | TABLE_FLAGS | self.encryption_mask;
                 next
             } else if entry & HUGE_PAGE != 0 {
                 return Err(PagingError::AlreadyMapped(virtual_address));
             } else {
-                entry & ADDRESS_MASK
+                entry & self.address_bits()
             };
         }
         let slot = index(virtual_address, size.leaf_level());
@@ -198,8 +219,10 @@ impl<M: TableMemory> PageTables<M> {
         Ok(())
     }
 
-    /// Walks the tables: the physical address `virtual_address` maps to and the leaf's flags.
+    /// Walks the tables: the physical address `virtual_address` maps to and the leaf's flags
+    /// (the encryption mask, when the leaf has it, counts as a flag).
     pub fn translate(&mut self, virtual_address: u64) -> Option<(u64, u64)> {
+        let address_bits = self.address_bits();
         let mut table = self.root;
         for level in (1..=4).rev() {
             let entry = self.memory.table_mut(table)[index(virtual_address, level)];
@@ -210,10 +233,10 @@ impl<M: TableMemory> PageTables<M> {
             if is_leaf {
                 let page = 1u64 << (12 + 9 * (level - 1));
                 let physical =
-                    (entry & ADDRESS_MASK & !(page - 1)) | (virtual_address & (page - 1));
-                return Some((physical, entry & !ADDRESS_MASK));
+                    (entry & address_bits & !(page - 1)) | (virtual_address & (page - 1));
+                return Some((physical, entry & !address_bits));
             }
-            table = entry & ADDRESS_MASK;
+            table = entry & address_bits;
         }
         None
     }
@@ -232,6 +255,94 @@ pub struct BootMapping<'a> {
     pub kernel: &'a KernelElf<'a>,
     /// Physical address its lowest page was copied to.
     pub kernel_physical: u64,
+    /// SNP: the C-bit mask for private memory; 0 elsewhere (then `private` and `shared` are
+    /// ignored).
+    pub encryption_mask: u64,
+    /// Physical ranges of private memory: validated RAM and the firmware image. A page carries
+    /// the mask only if it lies wholly inside one of them.
+    pub private: &'a [Range<u64>],
+    /// Pages inside `private` that are shared with the host (the GHCB): never the mask.
+    pub shared: &'a [Range<u64>],
+}
+
+impl BootMapping<'_> {
+    /// The mask for identity-mapping `range` as one page: the encryption mask when it is wholly
+    /// private and holds no shared page, 0 when none of it is private, `None` when it is mixed
+    /// (then it must be split into smaller pages).
+    fn encryption_for(&self, range: Range<u64>) -> Option<u64> {
+        if self.encryption_mask == 0 {
+            return Some(0);
+        }
+        let overlaps = |other: &Range<u64>| other.start < range.end && range.start < other.end;
+        let wholly_private = self
+            .private
+            .iter()
+            .any(|p| p.start <= range.start && range.end <= p.end);
+        if wholly_private && !self.shared.iter().any(overlaps) {
+            Some(self.encryption_mask)
+        } else if self.private.iter().any(overlaps) {
+            None
+        } else {
+            Some(0)
+        }
+    }
+}
+
+/// Identity-maps the page `[start, start + size)`, or its smaller pages where the page holds
+/// both private and non-private memory (or, for a 1 GiB page, the loader's code).
+fn map_identity<M: TableMemory>(
+    tables: &mut PageTables<M>,
+    mapping: &BootMapping<'_>,
+    code: &Range<u64>,
+    start: u64,
+    size: PageSize,
+) -> Result<(), PagingError> {
+    let end = start + size.bytes();
+    let holds_code = code.start < end && start < code.end;
+    // The code range is 2 MiB aligned, so a 2 MiB or 4 KiB page is wholly inside or outside it.
+    let flags = if holds_code {
+        LOADER_CODE_FLAGS
+    } else {
+        IDENTITY_FLAGS
+    };
+    let encryption = mapping.encryption_for(start..end);
+    let smaller = match (size, encryption) {
+        (PageSize::Size1G, Some(_)) if mapping.huge_pages && !holds_code => None,
+        (PageSize::Size1G, _) => Some(PageSize::Size2M),
+        (PageSize::Size2M, None) => Some(PageSize::Size4K),
+        (PageSize::Size2M, Some(_)) | (PageSize::Size4K, _) => None,
+    };
+    match smaller {
+        Some(smaller) => {
+            let mut page = start;
+            while page < end {
+                map_identity(tables, mapping, code, page, smaller)?;
+                page += smaller.bytes();
+            }
+            Ok(())
+        }
+        // A 4 KiB page that is only partly private (the end of a RAM range that is not page
+        // aligned) was never validated as a whole: it is mapped without the mask.
+        None => tables.map(start, start, size, flags | encryption.unwrap_or(0)),
+    }
+}
+
+/// The entries of a page table that identity-maps the 2 MiB page at `base` in 4 KiB pages with
+/// leaf `flags`, each with `mask` except those overlapping `shared` (under SNP: the boot tables'
+/// first 2 MiB page split so that the GHCB page can be mapped without the C-bit).
+pub fn split_identity_large_page(
+    base: u64,
+    flags: u64,
+    mask: u64,
+    shared: &[Range<u64>],
+) -> [u64; ENTRIES] {
+    core::array::from_fn(|i| {
+        let page = base + i as u64 * PAGE_SIZE;
+        let is_shared = shared
+            .iter()
+            .any(|s| s.start < page + PAGE_SIZE && page < s.end);
+        page | flags | if is_shared { 0 } else { mask }
+    })
 }
 
 /// Builds the hand-over tables described by `mapping` in `memory`.
@@ -246,30 +357,22 @@ pub fn build_boot_tables<M: TableMemory>(
         .ok_or(PagingError::IdentityTooLarge(mapping.identity_top))?;
     let code_start = mapping.loader_code.start & !(LARGE_PAGE_SIZE - 1);
     let code_end = mapping.loader_code.end.next_multiple_of(LARGE_PAGE_SIZE);
-    let mut tables = PageTables::new(memory)?;
+    let mut tables = PageTables::with_encryption_mask(memory, mapping.encryption_mask)?;
     let mut gib = 0;
     while gib < top {
-        let gib_end = gib + HUGE_PAGE_SIZE;
-        let holds_code = code_start < gib_end && gib < code_end;
-        if mapping.huge_pages && !holds_code {
-            tables.map(gib, gib, PageSize::Size1G, IDENTITY_FLAGS)?;
-        } else {
-            let mut page = gib;
-            while page < gib_end {
-                let flags = if (code_start..code_end).contains(&page) {
-                    LOADER_CODE_FLAGS
-                } else {
-                    IDENTITY_FLAGS
-                };
-                tables.map(page, page, PageSize::Size2M, flags)?;
-                page += LARGE_PAGE_SIZE;
-            }
-        }
-        gib = gib_end;
+        map_identity(
+            &mut tables,
+            mapping,
+            &(code_start..code_end),
+            gib,
+            PageSize::Size1G,
+        )?;
+        gib += HUGE_PAGE_SIZE;
     }
     let kernel = mapping.kernel;
     for segment in kernel.segments() {
-        let flags = leaf_flags(segment.permissions);
+        // The kernel's copy is in RAM the loader validated: private.
+        let flags = leaf_flags(segment.permissions) | mapping.encryption_mask;
         let mut page = segment.page_start();
         while page < segment.page_end() {
             let physical = mapping.kernel_physical + (page - kernel.virtual_start());
@@ -295,6 +398,7 @@ mod tests {
     }
 
     const ARENA_BASE: u64 = 0x4000_0000_0000;
+    const GHCB: Range<u64> = 0x10_8000..0x10_9000;
 
     impl TableMemory for Arena {
         fn allocate_table(&mut self) -> Result<u64, PagingError> {
@@ -420,6 +524,9 @@ mod tests {
                 huge_pages,
                 kernel: &kernel,
                 kernel_physical: 0x40_0000,
+                encryption_mask: 0,
+                private: &[],
+                shared: &[],
             };
             let mut tables = build_boot_tables(arena(64), &mapping).unwrap();
             let leaf =
@@ -462,10 +569,122 @@ mod tests {
             huge_pages: true,
             kernel: &kernel,
             kernel_physical: 0x40_0000,
+            encryption_mask: 0,
+            private: &[],
+            shared: &[],
         };
         assert!(matches!(
             build_boot_tables(arena(64), &too_big),
             Err(PagingError::IdentityTooLarge(_))
         ));
+    }
+
+    #[test]
+    fn snp_tables_carry_the_c_bit_on_private_memory_only() {
+        const C_BIT: u64 = 1 << 51;
+        let base = KERNEL_VIRTUAL_BASE;
+        let bytes = build(base, &[Segment::load(5, base, &[0xC3], 0)]);
+        let kernel = KernelElf::parse(&bytes).unwrap();
+        // q35-like: low RAM ending inside a page, the legacy hole, RAM up to 2 GiB, the PCI
+        // hole, a 6 MiB image below 4 GiB, RAM above 4 GiB; the GHCB page is shared.
+        let private = [
+            0..0x9_FC00,
+            0x10_0000..0x8000_0000,
+            0xFFA0_0000..0x1_0000_0000,
+            0x1_0000_0000..0x1_2000_0000,
+        ];
+        let shared = core::slice::from_ref(&GHCB);
+        for huge_pages in [true, false] {
+            let mapping = BootMapping {
+                identity_top: 0x1_2000_0000,
+                loader_code: 0xFFFE_0000..0x1_0000_0000,
+                huge_pages,
+                kernel: &kernel,
+                kernel_physical: 0x20_0000,
+                encryption_mask: C_BIT,
+                private: &private,
+                shared,
+            };
+            let mut tables = build_boot_tables(arena(64), &mapping).unwrap();
+            let leaf =
+                |t: &mut PageTables<Arena>, v| t.translate(v).map(|(p, f)| (p, f & !HUGE_PAGE));
+            for address in [
+                0u64,
+                0x9_E000,
+                0x10_0000,
+                0x10_7FF8,
+                0x10_9000,
+                0x1F_F000,
+                0x4000_0000,
+                0x7FFF_F000,
+                0xFFA0_0000,
+                0x1_0000_0000,
+                0x1_1FFF_F000,
+            ] {
+                assert_eq!(
+                    leaf(&mut tables, address),
+                    Some((address, IDENTITY_FLAGS | C_BIT)),
+                    "{address:#x} is private"
+                );
+            }
+            // The partial page at the end of low RAM, the legacy hole, the GHCB page, MMIO.
+            for address in [0x9_F000, 0xA_0000, 0x10_8000, 0x8000_0000, 0xFEC0_0000] {
+                assert_eq!(
+                    leaf(&mut tables, address),
+                    Some((address, IDENTITY_FLAGS)),
+                    "{address:#x} is not private"
+                );
+            }
+            assert_eq!(
+                leaf(&mut tables, 0xFFFF_FFF0),
+                Some((0xFFFF_FFF0, LOADER_CODE_FLAGS | C_BIT))
+            );
+            assert_eq!(
+                tables.translate(0x10_8000),
+                Some((0x10_8000, IDENTITY_FLAGS)),
+                "the GHCB is a 4 KiB page"
+            );
+            assert_eq!(tables.translate(base), Some((0x20_0000, PRESENT | C_BIT)));
+            // Non-leaf entries carry the mask too; the walk strips it from addresses.
+            let root = tables.root();
+            let pml4_0 = tables.memory.table_mut(root)[0];
+            assert_eq!(pml4_0 & (TABLE_FLAGS | C_BIT), TABLE_FLAGS | C_BIT);
+        }
+    }
+
+    #[test]
+    fn a_zero_mask_gives_the_plain_tables() {
+        let base = KERNEL_VIRTUAL_BASE;
+        let bytes = build(base, &[Segment::load(5, base, &[0xC3], 0)]);
+        let kernel = KernelElf::parse(&bytes).unwrap();
+        let private = [0..0x9_F000, 0x10_0000..0x8000_0000];
+        let shared = core::slice::from_ref(&GHCB);
+        let plain = |private, shared| {
+            let mapping = BootMapping {
+                identity_top: 0x1_0000_0000,
+                loader_code: 0xFFFE_0000..0x1_0000_0000,
+                huge_pages: true,
+                kernel: &kernel,
+                kernel_physical: 0x20_0000,
+                encryption_mask: 0,
+                private,
+                shared,
+            };
+            let tables = build_boot_tables(arena(64), &mapping).unwrap();
+            tables.memory.tables.clone()
+        };
+        assert_eq!(plain(&[], &[]), plain(&private, shared));
+    }
+
+    #[test]
+    fn splitting_a_large_page_leaves_only_shared_pages_unencrypted() {
+        let entries =
+            split_identity_large_page(0, IDENTITY_FLAGS, 1 << 47, core::slice::from_ref(&GHCB));
+        assert_eq!(entries[0], IDENTITY_FLAGS | 1 << 47);
+        assert_eq!(entries[0x107], 0x10_7000 | IDENTITY_FLAGS | 1 << 47);
+        assert_eq!(entries[0x108], 0x10_8000 | IDENTITY_FLAGS);
+        assert_eq!(entries[0x109], 0x10_9000 | IDENTITY_FLAGS | 1 << 47);
+        assert_eq!(entries[511], 0x1F_F000 | IDENTITY_FLAGS | 1 << 47);
+        assert_eq!(entries.iter().filter(|e| *e & (1 << 47) == 0).count(), 1);
     }
 }

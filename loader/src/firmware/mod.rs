@@ -252,6 +252,9 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
         huge_pages: cpu::has_huge_pages(),
         kernel: &kernel,
         kernel_physical,
+        encryption_mask: 0,
+        private: &[],
+        shared: &[],
     };
     let tables = paging::build_boot_tables(TablePool::new(), &mapping)?;
     info!(
