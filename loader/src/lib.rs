@@ -8,7 +8,8 @@
 //! - [`memory`]: e820 parsing and the BootInfo memory map;
 //! - [`paging`]: page-table entries and the hand-over tables;
 //! - [`measurement`]: the SHA-384 measurement log;
-//! - [`acceptance`]: the walk that accepts private memory (SNP PVALIDATE, TDX page accept).
+//! - [`acceptance`]: the walk that accepts private memory (SNP PVALIDATE, TDX page accept);
+//! - [`prevalidated`]: SNP: what the launch validated (the image's ASEV metadata), the RAM walk.
 #![cfg_attr(not(test), no_std)]
 
 #[cfg(any(test, feature = "test-elf"))]
@@ -21,3 +22,4 @@ pub mod layout;
 pub mod measurement;
 pub mod memory;
 pub mod paging;
+pub mod prevalidated;
