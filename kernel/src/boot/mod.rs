@@ -23,6 +23,8 @@ use crate::mm::heap;
 use crate::mm::shared_pool::SharedPool;
 use crate::platform::Platform;
 use crate::platform::native::Native;
+use crate::platform::tdx::TdxError;
+use crate::platform::tdx::platform::Tdx;
 use crate::report::{Hex, Size, kind_name};
 use crate::{logger, serial};
 use alloc::boxed::Box;
@@ -92,7 +94,7 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
     };
     let features = CpuFeatures::detect();
     let platform: &'static dyn Platform =
-        *PLATFORM.call_once(|| Box::leak(Box::new(Native::new(features))));
+        *PLATFORM.call_once(|| choose_platform(info, config, features));
     if let Err(e) = platform.share(pool) {
         fail(
             ExitCode::SetupFailed,
@@ -168,12 +170,32 @@ fn check_boot_info(pointer: *const BootInfo) -> &'static BootInfo {
     // until the kernel copies it (right after the heap exists).
     let info = unsafe { &*pointer };
     match info.validate_header() {
-        Ok(PlatformKind::Native) => info,
+        Ok(PlatformKind::Native | PlatformKind::Tdx) => info,
         Ok(other) => fail(
             ExitCode::BadBootInfo,
             format_args!("refusing boot: platform {other:?} is not supported by this kernel build"),
         ),
         Err(e) => fail(ExitCode::BadBootInfo, format_args!("refusing boot: {e}")),
+    }
+}
+
+/// The platform the loader handed over, set up and checked (for TDX: that this is a TD, its
+/// shared bit, and the configuration bound to MRCONFIGID).
+fn choose_platform(
+    info: &BootInfo,
+    config: Option<&[u8]>,
+    features: CpuFeatures,
+) -> &'static dyn Platform {
+    match PlatformKind::from_raw(info.platform) {
+        Some(PlatformKind::Tdx) => match Tdx::new(&info.platform_info, config, features) {
+            Ok(tdx) => Box::leak(Box::new(tdx)),
+            Err(e @ (TdxError::ConfigMismatch | TdxError::OwnReportMalformed)) => fail(
+                ExitCode::BadConfig,
+                format_args!("refusing the deployment configuration: {e}"),
+            ),
+            Err(e) => fail(ExitCode::BadBootInfo, format_args!("refusing boot: {e}")),
+        },
+        _ => Box::leak(Box::new(Native::new(features))),
     }
 }
 

@@ -13,6 +13,7 @@
 //!   AP-creation request; TDX: the MP wake-up mailbox) — the one seam of SMP start-up.
 
 pub mod native;
+pub mod tdx;
 
 use crate::arch::apic::{ApicError, LocalApic};
 use crate::mm::address::{PhysRange, VirtAddr};
@@ -20,12 +21,14 @@ use core::fmt;
 use ward_bootinfo::PlatformKind;
 
 /// Why a platform operation failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PlatformError {
     /// The range is not page aligned or is empty.
     BadRange(PhysRange),
     /// The CPU's random source failed.
     Random(crate::arch::random::RandomError),
+    /// A TDX operation failed.
+    Tdx(tdx::TdxError),
 }
 
 impl fmt::Display for PlatformError {
@@ -33,6 +36,7 @@ impl fmt::Display for PlatformError {
         match self {
             Self::BadRange(range) => write!(f, "range {range} is not whole pages"),
             Self::Random(error) => write!(f, "CPU random source failed: {error:?}"),
+            Self::Tdx(error) => write!(f, "TDX: {error}"),
         }
     }
 }
@@ -96,6 +100,8 @@ pub enum Evidence {
         /// The REPORT_DATA asked for.
         report_data: [u8; 64],
     },
+    /// Hardware evidence (SNP report, TDX quote) as the session protocol carries it.
+    Platform(ward_attestation::protocol::Evidence),
 }
 
 /// One confidential-computing platform.
@@ -125,6 +131,19 @@ pub trait Platform: Sync {
 
     /// 32 bytes of seed material from a source the host cannot control.
     fn random_seed(&self) -> Result<[u8; 32], PlatformError>;
+
+    /// Records the SHA-384 of the model just loaded and verified in a runtime measurement
+    /// register, so the platform's evidence names the model that answers (TDX: RTMR 2). The
+    /// default, for platforms without one (native, SNP: the session transcript binds the model
+    /// digest), records nothing.
+    fn record_model(&self, sha384: &[u8; 48]) -> Result<(), PlatformError> {
+        log::info!(
+            "{}: no runtime measurement register; the model digest {} is bound by the session transcript only",
+            self.name(),
+            crate::report::Hex(sha384)
+        );
+        Ok(())
+    }
 
     /// Starts the application processor `apic_id` as `startup` describes, without waiting for
     /// it (the caller waits for its check-in). Native sends INIT and start-up IPIs to the

@@ -17,8 +17,8 @@ use log::{error, info};
 use rand_chacha::ChaCha20Rng;
 use rand_chacha::rand_core::SeedableRng;
 use ward_attestation::config::Config;
-use ward_attestation::protocol::SimulatedAttester;
-use ward_bootinfo::{BootInfo, MeasurementKind};
+use ward_attestation::protocol::{Evidence, EvidenceProvider, SimulatedAttester};
+use ward_bootinfo::{BootInfo, MeasurementKind, PlatformKind};
 use ward_inference::kernels::Kernels;
 use ward_inference::parallel::{Executor, Serial};
 
@@ -86,6 +86,37 @@ impl Clock for TscClock {
     }
 }
 
+/// The session's evidence: simulated on native, the platform's hardware evidence (SNP report,
+/// TDX quote) on a confidential platform.
+enum Attester<'a> {
+    Simulated(Box<SimulatedAttester>),
+    Platform(&'a dyn Platform),
+}
+
+impl EvidenceProvider for Attester<'_> {
+    fn evidence(&mut self, report_data: &[u8; 64]) -> Result<Evidence, String> {
+        match self {
+            Self::Simulated(attester) => attester.evidence(report_data),
+            Self::Platform(platform) => match platform.evidence(report_data) {
+                Ok(crate::platform::Evidence::Platform(evidence)) => Ok(evidence),
+                Ok(crate::platform::Evidence::Simulated { .. }) => Err(alloc::format!(
+                    "the {} platform offered simulated evidence",
+                    platform.name()
+                )),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+}
+
+/// Records the verified model's digest with the platform (TDX: RTMR 2).
+fn record_model(sha384: &[u8; 48]) -> Result<(), String> {
+    match crate::boot::PLATFORM.get() {
+        Some(platform) => platform.record_model(sha384).map_err(|e| e.to_string()),
+        None => Err(String::from("no platform")),
+    }
+}
+
 /// What the service needs from the boot.
 pub struct Boot<'a> {
     /// The loader's hand-over (measurement log).
@@ -127,7 +158,18 @@ pub fn run(devices: Devices, boot: Boot<'_>, platform: &dyn Platform) -> ! {
     let kernel = measurement(MeasurementKind::KernelElf);
     let mut build_id = [0u8; 32];
     build_id.copy_from_slice(&kernel[..32]);
-    let evidence = SimulatedAttester::new(&mut rng, image, boot.config_bytes);
+    let (evidence, evidence_name) = match platform.kind() {
+        PlatformKind::Native => (
+            Attester::Simulated(Box::new(SimulatedAttester::new(
+                &mut rng,
+                image,
+                boot.config_bytes,
+            ))),
+            "simulated evidence",
+        ),
+        PlatformKind::Snp => (Attester::Platform(platform), "SEV-SNP reports"),
+        PlatformKind::Tdx => (Attester::Platform(platform), "TDX quotes"),
+    };
 
     let (_, free) = heap::usage();
     let free = free as u64;
@@ -138,10 +180,11 @@ pub fn run(devices: Devices, boot: Boot<'_>, platform: &dyn Platform) -> ! {
         kernels: Kernels::detect(),
         executor: executor(),
         max_plaintext: free / 2,
+        record_model,
         max_slot_memory: free / 4,
     };
     info!(
-        "service: listening on vsock port {SERVICE_PORT} (simulated evidence, measurement {}, kernels {}, engine on {} CPUs), no model loaded until a key is released",
+        "service: listening on vsock port {SERVICE_PORT} ({evidence_name}, measurement {}, kernels {}, engine on {} CPUs), no model loaded until a key is released",
         Hex(&image),
         params.kernels.level().name(),
         params.executor.workers()

@@ -34,6 +34,8 @@ pub enum LoadError {
     /// The verified plaintext is not a model the engine runs (GGUF, tokenizer, template,
     /// tensors); the part and its message.
     Model { part: &'static str, message: String },
+    /// The platform could not record the model's digest (TDX RTMR extension).
+    Measurement(String),
 }
 
 impl fmt::Display for LoadError {
@@ -52,6 +54,7 @@ impl fmt::Display for LoadError {
             ),
             Self::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes"),
             Self::Model { part, message } => write!(f, "{part}: {message}"),
+            Self::Measurement(why) => write!(f, "recording the model's digest failed: {why}"),
         }
     }
 }

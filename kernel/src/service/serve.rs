@@ -46,6 +46,9 @@ pub struct ServiceParams {
     pub executor: &'static dyn Executor,
     /// Largest model plaintext accepted (a bound derived from free memory).
     pub max_plaintext: u64,
+    /// Records a verified model's SHA-384 with the platform before it serves (TDX: extends
+    /// RTMR 2, so quotes name the model); an error refuses the model.
+    pub record_model: fn(&[u8; 48]) -> Result<(), String>,
     /// Memory the slots' KV caches may take.
     pub max_slot_memory: u64,
 }
@@ -322,6 +325,7 @@ where
         let unsealed = self.clock.now_micros();
         let model = LoadedModel::build(&plaintext, self.params.kernels)?;
         let len = plaintext.bytes.len();
+        let sha384 = plaintext.model.plaintext_sha384;
         drop(plaintext);
         let slots = self.params.config.slots as usize;
         let capacity = model.slot_context(SLOT_CONTEXT);
@@ -332,6 +336,8 @@ where
                 max: self.params.max_slot_memory,
             });
         }
+        // The last step that can fail: from here on the platform's evidence names this model.
+        (self.params.record_model)(&sha384).map_err(LoadError::Measurement)?;
         // The model lives for the rest of the run; sessions and slots borrow it.
         let model: &'static LoadedModel = Box::leak(Box::new(model));
         self.scheduler = Some(Scheduler::new(

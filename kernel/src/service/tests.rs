@@ -121,6 +121,7 @@ fn fixture(config_text: &str, disk: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Fixture 
         evidence,
         ChaCha20Rng::from_seed([4; 32]),
         ServiceParams {
+            record_model: |_| Ok(()),
             build_id: [0x22; 32],
             config_bytes: text.into_bytes(),
             config,
