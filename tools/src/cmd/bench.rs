@@ -1,8 +1,8 @@
 //! `ward bench`: the engine's speed on the host, measured like llama.cpp's `llama-bench`:
 //! prompt processing (`--prompt N` tokens in one batch into an empty context) and decoding
 //! (`--gen N` tokens one at a time from an empty context), in tokens per second, averaged over
-//! `--repetitions` runs after a warm-up. `--json` prints one object:
-//! `{"threads":{"1":{"prompt_tps":F,"decode_tps":F}}}`.
+//! `--repetitions` runs after a warm-up. The measurement itself is `ward_inference::bench`,
+//! which the enclave's benchmark boot option runs too.
 //!
 //! `--threads` takes a comma-separated list so that thread counts can be compared in one run;
 //! each count runs on its own host thread pool (the calling thread plus `N - 1` workers), the
@@ -10,20 +10,30 @@
 //!
 //! `--slots 1,2,4,8` measures the batcher: aggregate decode tokens/s with that many busy slots,
 //! every step one batched forward pass over all of them, on `--threads-for-slots` threads
-//! (default the largest `--threads`). `--json` then prints
-//! `{"threads":{..},"slots":{"1":F,"8":F},"threads_for_slots":N}`.
+//! (default the largest `--threads`).
+//!
+//! `--llama-bench PATH` then runs llama.cpp's `llama-bench` (PATH) and `llama-batched-bench`
+//! (beside it) on the same file with the same settings, and prints their figures and Ward's
+//! ratios to them.
+//!
+//! `--json` prints one object, the contract scripts rely on:
+//! `{"threads":{"1":{"prompt_tps":F,"decode_tps":F}},"slots":{"1":F,"8":F},"threads_for_slots":N}`,
+//! plus `"llama_cpp"` and `"ratios"` keys with `--llama-bench` (see `bench/compare.rs`).
+
+mod compare;
+mod llama_cpp;
 
 use super::CommandError;
 use super::generate::{kernels_for, parse_simd};
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use ward_inference::batcher::{Batcher, BatcherConfig, SlotId};
+use ward_inference::bench::{BenchReport, Settings, measure_slots, measure_threads};
 use ward_inference::cpu::SimdLevel;
 use ward_inference::gguf::Gguf;
-use ward_inference::model::{Context, Model};
-use ward_inference::parallel::{Executor, ThreadPool};
-use ward_inference::sampler::SamplerConfig;
+use ward_inference::model::Model;
+use ward_inference::parallel::ThreadPool;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,137 +61,39 @@ pub struct Args {
     /// Kernel implementation (default: the best this CPU supports).
     #[arg(long, value_parser = parse_simd)]
     simd: Option<SimdLevel>,
+    /// llama.cpp's `llama-bench` binary (`llama-batched-bench` is taken from the same folder):
+    /// run both on the same model with the same settings and print Ward's ratios to them
+    /// (`scripts/build-llama-cpp.sh` builds them).
+    #[arg(long, value_name = "PATH")]
+    llama_bench: Option<PathBuf>,
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
 }
 
-/// Deterministic token ids spread over the vocabulary (the content does not change the cost).
-fn token_ids(count: usize, vocab: usize, seed: u64) -> Vec<u32> {
-    let mut state = seed
-        .wrapping_mul(6_364_136_223_846_793_005)
-        .wrapping_add(1_442_695_040_888_963_407);
-    (0..count)
-        .map(|_| {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            ((state >> 33) % vocab as u64) as u32
-        })
-        .collect()
-}
-
-struct Stats {
-    mean: f64,
-    sd: f64,
-}
-
-fn stats(samples: &[f64]) -> Stats {
-    let n = samples.len() as f64;
-    let mean = samples.iter().sum::<f64>() / n;
-    let var = samples.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    Stats {
-        mean,
-        sd: var.sqrt(),
+/// A count list with no zero and no repeat (each count is one key of the JSON object).
+fn check_counts(flag: &str, counts: &[usize]) -> Result<(), CommandError> {
+    if counts.contains(&0) {
+        return Err(format!("{flag} takes positive counts").into());
     }
-}
-
-/// Prompt and decode speeds at one thread count.
-struct ThreadResult {
-    threads: usize,
-    prompt: Stats,
-    decode: Stats,
-}
-
-fn measure_threads(
-    args: &Args,
-    model: &Model,
-    ctx: &mut Context,
-    executor: &dyn Executor,
-) -> Result<(Stats, Stats), CommandError> {
-    let vocab = model.config().vocab_size;
-    let mut prompt_tps = Vec::new();
-    for run in 0..=args.repetitions {
-        let tokens = token_ids(args.prompt, vocab, run as u64);
-        ctx.reset();
-        let start = Instant::now();
-        model.forward_on(executor, ctx, &tokens)?;
-        let seconds = start.elapsed().as_secs_f64();
-        if run > 0 {
-            prompt_tps.push(args.prompt as f64 / seconds);
-        }
+    if let Some(repeat) = counts
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| counts[..i].contains(c).then_some(c))
+    {
+        return Err(format!("{flag} names {repeat} twice").into());
     }
-    let mut decode_tps = Vec::new();
-    for run in 0..=args.repetitions {
-        let tokens = token_ids(args.generate, vocab, 1000 + run as u64);
-        ctx.reset();
-        let start = Instant::now();
-        for &token in &tokens {
-            model.forward_on(executor, ctx, &[token])?;
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        if run > 0 {
-            decode_tps.push(args.generate as f64 / seconds);
-        }
-    }
-    Ok((stats(&prompt_tps), stats(&decode_tps)))
-}
-
-/// Prompt tokens each slot holds before the batched decode is timed.
-const SLOT_PROMPT: usize = 16;
-
-/// Aggregate decode tokens/s of `slots` busy slots: every slot is filled with a short prompt,
-/// then `--gen` batched steps (one token per slot each) are timed.
-fn measure_slots(
-    args: &Args,
-    model: &Model,
-    slots: usize,
-    executor: &dyn Executor,
-) -> Result<Stats, CommandError> {
-    let vocab = model.config().vocab_size;
-    let config = BatcherConfig {
-        slots,
-        capacity: SLOT_PROMPT + args.generate + 1,
-        prefill_chunk: SLOT_PROMPT,
-    };
-    let mut batcher = Batcher::new(model, config);
-    let mut samples = Vec::new();
-    for run in 0..=args.repetitions {
-        for slot in 0..slots {
-            let prompt = token_ids(SLOT_PROMPT, vocab, (2000 + run * slots + slot) as u64);
-            batcher.start(&prompt, args.generate + 1, SamplerConfig::greedy())?;
-        }
-        // Prefill: one step feeds every whole prompt and samples each slot's first token.
-        batcher.step(model, executor)?;
-        let start = Instant::now();
-        let mut tokens = 0;
-        for _ in 0..args.generate {
-            tokens += batcher.step(model, executor)?.len();
-        }
-        let seconds = start.elapsed().as_secs_f64();
-        if tokens != slots * args.generate {
-            return Err(format!(
-                "{slots} slots produced {tokens} tokens in {} steps",
-                args.generate
-            )
-            .into());
-        }
-        if run > 0 {
-            samples.push(tokens as f64 / seconds);
-        }
-        for slot in 0..slots {
-            batcher.release(SlotId(slot))?;
-        }
-    }
-    Ok(stats(&samples))
+    Ok(())
 }
 
 pub fn run(args: Args) -> Result<ExitCode, CommandError> {
-    if args.threads.is_empty() || args.threads.contains(&0) {
+    if args.threads.is_empty() {
         return Err("--threads takes positive thread counts".into());
     }
-    if args.slots.contains(&0) || args.threads_for_slots == Some(0) {
-        return Err("--slots and --threads-for-slots take positive counts".into());
+    check_counts("--threads", &args.threads)?;
+    check_counts("--slots", &args.slots)?;
+    if args.threads_for_slots == Some(0) {
+        return Err("--threads-for-slots takes a positive count".into());
     }
     let threads_for_slots = args
         .threads_for_slots
@@ -189,86 +101,85 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     if args.prompt == 0 || args.generate == 0 || args.repetitions == 0 {
         return Err("--prompt, --gen and --repetitions must be positive".into());
     }
+    let settings = Settings {
+        prompt: args.prompt,
+        generate: args.generate,
+        repetitions: args.repetitions,
+    };
+    // Found before Ward's runs, so a wrong path fails in seconds, not after the benchmark.
+    let llama = args
+        .llama_bench
+        .as_deref()
+        .map(llama_cpp::Binaries::beside)
+        .transpose()?;
+
     let bytes =
         std::fs::read(&args.model).map_err(|e| format!("reading {}: {e}", args.model.display()))?;
     let gguf = Gguf::parse(&bytes).map_err(|e| format!("{}: {e}", args.model.display()))?;
     let model = Model::from_gguf(&gguf, kernels_for(args.simd)?)?;
-    let capacity = args.prompt.max(args.generate);
-    let mut ctx = model.new_context(capacity, args.prompt);
-    let mut results = Vec::new();
+    let origin = Instant::now();
+    let clock = move || origin.elapsed().as_nanos() as u64;
+    let mut report = BenchReport::new(&model, settings, threads_for_slots);
     for &threads in &args.threads {
         let pool =
             ThreadPool::new(threads).map_err(|e| format!("starting {threads} threads: {e}"))?;
-        let (prompt, decode) = measure_threads(&args, &model, &mut ctx, &pool)?;
-        results.push(ThreadResult {
-            threads,
-            prompt,
-            decode,
-        });
+        report
+            .threads
+            .push(measure_threads(&model, &pool, &clock, settings)?);
     }
-    let mut slot_results = Vec::new();
     if !args.slots.is_empty() {
         let pool = ThreadPool::new(threads_for_slots)
             .map_err(|e| format!("starting {threads_for_slots} threads: {e}"))?;
         for &slots in &args.slots {
-            slot_results.push((slots, measure_slots(&args, &model, slots, &pool)?));
+            report
+                .slots
+                .push(measure_slots(&model, &pool, &clock, settings, slots)?);
         }
     }
-    if args.json {
-        let mut by_slots = serde_json::Map::new();
-        for (slots, result) in &slot_results {
-            by_slots.insert(slots.to_string(), serde_json::json!(result.mean));
+    // The model's memory goes back before llama.cpp loads its own copy.
+    drop(model);
+    drop(bytes);
+
+    if !args.json {
+        let mut table = String::new();
+        report.write_table(&mut table, &args.model.display().to_string())?;
+        print!("{table}");
+        std::io::stdout().flush()?;
+    }
+    let Some(llama) = llama else {
+        if args.json {
+            let mut json = String::new();
+            report.write_json(&mut json)?;
+            println!("{json}");
         }
-        let mut by_threads = serde_json::Map::new();
-        for r in &results {
-            by_threads.insert(
-                r.threads.to_string(),
-                serde_json::json!({ "prompt_tps": r.prompt.mean, "decode_tps": r.decode.mean }),
-            );
-        }
-        println!(
-            "{}",
-            serde_json::json!({
-                "threads": by_threads,
-                "slots": by_slots,
-                "threads_for_slots": threads_for_slots,
-            })
-        );
-    } else {
-        println!(
-            "model {} ({:.1} MB of packed weights), kernels {}, {} runs",
-            args.model.display(),
-            model.weights().byte_size() as f64 / 1e6,
-            model.kernels().level().name(),
-            args.repetitions
-        );
-        println!(
-            "{:<8} {:<10} {:>12} {:>10}",
-            "threads", "test", "tokens/s", "± sd"
-        );
-        for r in &results {
-            println!(
-                "{:<8} {:<10} {:>12.1} {:>10.1}",
-                r.threads,
-                format!("pp{}", args.prompt),
-                r.prompt.mean,
-                r.prompt.sd
-            );
-            println!(
-                "{:<8} {:<10} {:>12.1} {:>10.1}",
-                r.threads,
-                format!("tg{}", args.generate),
-                r.decode.mean,
-                r.decode.sd
-            );
-        }
-        if !slot_results.is_empty() {
-            println!("batched decode on {threads_for_slots} threads, aggregate over all slots:");
-            println!("{:<8} {:>12} {:>10}", "slots", "tokens/s", "± sd");
-            for (slots, result) in &slot_results {
-                println!("{:<8} {:>12.1} {:>10.1}", slots, result.mean, result.sd);
+        return Ok(ExitCode::SUCCESS);
+    };
+    let plan = llama_cpp::Plan {
+        model: &args.model,
+        settings,
+        threads: &args.threads,
+        slots: &args.slots,
+        threads_for_slots,
+    };
+    let figures = match llama.run(&plan) {
+        Ok(figures) => figures,
+        Err(error) => {
+            if args.json {
+                let mut json = String::new();
+                report.write_json(&mut json)?;
+                println!("{json}");
             }
+            return Err(error.into());
         }
+    };
+    let comparison = compare::Comparison::new(&report, &figures);
+    let mut out = String::new();
+    if args.json {
+        comparison.write_json(&mut out)?;
+        println!("{out}");
+    } else {
+        comparison.write_table(&mut out)?;
+        print!("{out}");
     }
     Ok(ExitCode::SUCCESS)
 }
