@@ -2,10 +2,10 @@
 //!
 //! 1. On the loader's stack and page tables: serial, TSC calibration, logging; the BootInfo
 //!    header is checked; the frame allocator, the heap and the shared pool's frames are set up;
-//!    the kernel's own page tables are built and loaded.
-//! 2. On the kernel stack (with its guard page): GDT/TSS with IST stacks, IDT, the platform and
-//!    the shared pool, then the report — banner, memory map, SIMD level, PCI devices — and the
-//!    deployment configuration.
+//!    the platform is set up (TDX: checked against the TDX module and MRCONFIGID); the kernel's
+//!    own page tables are built and loaded, and at once the GDT/TSS with IST stacks and the IDT.
+//! 2. On the kernel stack (with its guard page): the shared pool, then the report — banner,
+//!    memory map, SIMD level, PCI devices — and the deployment configuration.
 
 mod fault_test;
 
@@ -117,6 +117,10 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
     // SAFETY: `space` maps this code, the identity map (current stack, heap, BootInfo copy),
     // and the kernel stack switched to next.
     unsafe { kernel_space::activate(&space) };
+    // At once: the loader's IDT points into memory the kernel's tables map non-executable, and
+    // in a TD every port access (an error report included) raises a #VE.
+    gdt::init();
+    idt::init();
     let audit = kernel_space::audit(&space, platform.private_pte_mask());
     if let Some(page) = audit.writable_executable {
         fail(
@@ -217,8 +221,6 @@ fn copy_config(info: &BootInfo) -> Option<&'static [u8]> {
 }
 
 extern "sysv64" fn kernel_main(_argument: u64) -> ! {
-    gdt::init();
-    idt::init();
     let Some(handover) = HANDOVER.get() else {
         exit(ExitCode::SetupFailed)
     };

@@ -121,7 +121,7 @@ fn fixture(config_text: &str, disk: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Fixture 
         evidence,
         ChaCha20Rng::from_seed([4; 32]),
         ServiceParams {
-            record_model: |_| Ok(()),
+            record_model: record_for_tests,
             build_id: [0x22; 32],
             config_bytes: text.into_bytes(),
             config,
@@ -441,4 +441,51 @@ fn concurrent_sessions_get_the_answers_they_get_alone() {
             other => panic!("{other:?}"),
         }
     }
+}
+
+std::thread_local! {
+    /// The digests this thread's services recorded with the "platform", and whether the next
+    /// recording fails.
+    static RECORDED: core::cell::RefCell<(Vec<[u8; 48]>, bool)> =
+        const { core::cell::RefCell::new((Vec::new(), false)) };
+}
+
+fn record_for_tests(sha384: &[u8; 48]) -> Result<(), String> {
+    RECORDED.with(|recorded| {
+        let mut recorded = recorded.borrow_mut();
+        if recorded.1 {
+            return Err(String::from("RTMR extension refused"));
+        }
+        recorded.0.push(*sha384);
+        Ok(())
+    })
+}
+
+#[test]
+fn the_verified_models_digest_is_recorded_before_it_serves() {
+    use sha2::Digest;
+    let mut f = fixture("", |image| image);
+    RECORDED.with(|recorded| *recorded.borrow_mut() = (Vec::new(), true));
+    match release_key(&mut f.service, &f.release, &f.model_key) {
+        ClientEvent::Error { code, message } => {
+            assert_eq!(code, ErrorCode::ModelNotLoaded);
+            assert!(
+                message.contains("recording the model's digest failed"),
+                "{message}"
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+    let (_, status) = established(&mut f.service, Purpose::Chat);
+    assert!(
+        matches!(status, ModelStatus::Failed(_)),
+        "not served unrecorded"
+    );
+    RECORDED.with(|recorded| recorded.borrow_mut().1 = false);
+    match release_key(&mut f.service, &f.release, &f.model_key) {
+        ClientEvent::KeyReleaseResult(info) => assert_eq!(info.id, "tiny"),
+        other => panic!("{other:?}"),
+    }
+    let digest: [u8; 48] = sha2::Sha384::digest(&f.gguf).into();
+    RECORDED.with(|recorded| assert_eq!(recorded.borrow().0, [digest]));
 }

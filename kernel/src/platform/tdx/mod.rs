@@ -2,9 +2,11 @@
 //! and the GHCI specifications; it has never run on TDX hardware (docs/confidential-guests.md).
 //!
 //! What runs in a TD, in order:
-//! 1. [`platform::Tdx::new`] (at boot, before the kernel's page tables): CPUID leaf 0x21 must
+//! 1. `platform::Tdx::new` (at boot, before the kernel's page tables): CPUID leaf 0x21 must
 //!    name the TDX module; TDG.VP.INFO gives the GPA width, whose shared bit must equal the
-//!    loader's `platform_info.encryption_mask`; the XSAVE area the #VE entry uses must fit; the
+//!    loader's `platform_info.encryption_mask`, and the ATTRIBUTES, which must have
+//!    SEPT_VE_DISABLE (as Linux requires: else the host can raise a #VE at any private access);
+//!    the XSAVE area the #VE entry uses must fit; the
 //!    deployment configuration must hash (SHA-384) to MRCONFIGID of the TD's own TDREPORT, else
 //!    the kernel refuses to run (DESIGN §4).
 //! 2. The shared pool is converted with MapGPA ([`convert`]); `shared_pte_mask` is the shared
@@ -64,6 +66,12 @@ pub enum TdxError {
         /// What the TDX module says.
         module: u64,
     },
+    /// The TD was launched without ATTRIBUTES.SEPT_VE_DISABLE: the host could then raise a #VE
+    /// on any private access, anywhere in the kernel.
+    SeptVeEnabled {
+        /// TD ATTRIBUTES from TDG.VP.INFO.
+        attributes: u64,
+    },
     /// The XSAVE area for the enabled state components exceeds what the #VE entry reserves.
     XsaveTooLarge {
         /// CPUID.(0xD, 0).EBX.
@@ -94,6 +102,10 @@ impl fmt::Display for TdxError {
                 f,
                 "shared bit {loader:#x} from the loader differs from {module:#x} (TDG.VP.INFO)"
             ),
+            Self::SeptVeEnabled { attributes } => write!(
+                f,
+                "TD ATTRIBUTES {attributes:#x} lack SEPT_VE_DISABLE (launch with sept-ve-disable=on)"
+            ),
             Self::XsaveTooLarge { bytes } => write!(
                 f,
                 "the XSAVE area needs {bytes} bytes, more than the {} the #VE entry reserves",
@@ -110,6 +122,10 @@ impl fmt::Display for TdxError {
         }
     }
 }
+
+/// TD ATTRIBUTES bit 28: EPT violations on private memory exit to the host instead of raising
+/// a #VE in the TD.
+pub const ATTRIBUTE_SEPT_VE_DISABLE: u64 = 1 << 28;
 
 /// Bytes the #VE entry reserves on its stack for XSAVE (`ve_entry.s`); x87, SSE, AVX and
 /// AVX-512 state take 2688.

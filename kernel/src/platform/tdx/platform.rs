@@ -4,7 +4,7 @@ use super::convert;
 use super::entry;
 use super::hardware::TdxModule;
 use super::quote::{self, STATUS_OFFSET, WaitBounds};
-use super::{TdCall, TdxError, XSAVE_AREA_BYTES};
+use super::{ATTRIBUTE_SEPT_VE_DISABLE, TdCall, TdxError, XSAVE_AREA_BYTES};
 use crate::arch::cpu_features::CpuFeatures;
 use crate::arch::{random, tsc};
 use crate::mm::address::PhysRange;
@@ -145,6 +145,11 @@ impl Tdx {
             return Err(TdxError::SharedBitMismatch {
                 loader: platform_info.encryption_mask,
                 module: shared_mask,
+            });
+        }
+        if td.attributes & ATTRIBUTE_SEPT_VE_DISABLE == 0 {
+            return Err(TdxError::SeptVeEnabled {
+                attributes: td.attributes,
             });
         }
         let xsave_bytes = __cpuid_count(0xD, 0).ebx;
