@@ -2,6 +2,7 @@
 //!
 //! The firmware binary (`src/main.rs`, built for `targets/x86_64-ward.json` by `ward build`) does
 //! the hardware work — reset vector, serial port, fw_cfg, CR3 — and calls into these modules:
+//! - [`cpu_baseline`]: the CPU features required and the XCR0 value enabled at boot;
 //! - [`layout`]: the fixed physical addresses the loader, the packer and the metadata share;
 //! - [`image_format`]: the GUID table at the end of the image and the kernel payload entry;
 //! - [`elf`]: strict validation of the kernel ELF and its copy into RAM;
@@ -16,6 +17,7 @@
 extern crate alloc;
 
 pub mod acceptance;
+pub mod cpu_baseline;
 pub mod elf;
 pub mod image_format;
 pub mod layout;

@@ -1,6 +1,8 @@
 //! The reset path (`boot.s`) and the hand-over to the kernel (`handover.s`), with the constants
 //! they share with the Rust side.
 
+use ward_attestation::guest::snp::{self as snp, cpuid_page, ghcb_msr};
+use ward_loader::cpu_baseline as baseline;
 use ward_loader::layout;
 
 /// GDT selector of the flat 32-bit code segment.
@@ -10,30 +12,16 @@ pub const DATA_SELECTOR: u16 = 0x10;
 /// GDT selector of the 64-bit code segment (CS at kernel entry).
 pub const CODE64_SELECTOR: u16 = 0x18;
 
-/// CPUID.1:ECX bits the target baseline needs: SSE3, PCLMULQDQ, SSSE3, FMA, SSE4.1, SSE4.2, MOVBE,
-/// POPCNT, AES, XSAVE, AVX, F16C.
-const LEAF1_ECX: u32 = (1 << 0)
-    | (1 << 1)
-    | (1 << 9)
-    | (1 << 12)
-    | (1 << 19)
-    | (1 << 20)
-    | (1 << 22)
-    | (1 << 23)
-    | (1 << 25)
-    | (1 << 26)
-    | (1 << 28)
-    | (1 << 29);
-/// CPUID.7.0:EBX bits: BMI1, AVX2, BMI2.
-const LEAF7_EBX: u32 = (1 << 3) | (1 << 5) | (1 << 8);
-/// CPUID.80000001:ECX bits: LZCNT.
-const EXT1_ECX: u32 = 1 << 5;
-/// CPUID.80000001:EDX bits: NX (EFER.NXE is set unconditionally) and long mode.
-const EXT1_EDX: u32 = (1 << 20) | (1 << 29);
-/// XCR0 x87 | SSE | AVX.
-const XCR0_AVX: u32 = 0x7;
-/// XCR0 opmask | ZMM_Hi256 | Hi16_ZMM.
-const XCR0_AVX512: u32 = 0xE0;
+/// Where `boot.s` leaves what it learnt in 32-bit mode for the Rust loader: 16 bytes right
+/// above the boot stack (XCR0 to enable, the C-bit position or 0, SEV_STATUS).
+const BOOT_FACTS: u64 = layout::STACK_TOP - 16;
+const FACT_XCR0: u64 = 0;
+const FACT_C_BIT: u64 = 4;
+const FACT_SEV_STATUS: u64 = 8;
+
+/// GHCBInfo of the SEV information response (GHCB spec 56421 §2.3.1; `ghcb_msr` decodes it
+/// again in Rust).
+const GHCB_SEV_INFO_RESPONSE: u64 = 0x001;
 
 /// isa-debug-exit port: QEMU exits with `(value << 1) | 1` when it is written.
 pub const EXIT_PORT: u16 = 0xF4;
@@ -45,17 +33,31 @@ core::arch::global_asm!(
     CODE32 = const CODE32_SELECTOR,
     DATA = const DATA_SELECTOR,
     CODE64 = const CODE64_SELECTOR,
-    LEAF1_ECX = const LEAF1_ECX,
-    LEAF7_EBX = const LEAF7_EBX,
-    EXT1_ECX = const EXT1_ECX,
-    EXT1_EDX = const EXT1_EDX,
-    XCR0_AVX = const XCR0_AVX,
-    XCR0_AVX512 = const XCR0_AVX512,
+    LEAF1_ECX = const baseline::LEAF1_ECX,
+    LEAF7_EBX = const baseline::LEAF7_EBX,
+    AVX512F = const baseline::LEAF7_EBX_AVX512F,
+    EXT1_ECX = const baseline::EXT1_ECX,
+    EXT1_EDX = const baseline::EXT1_EDX,
+    XCR0_AVX = const baseline::XCR0_AVX,
+    XCR0_AVX512 = const baseline::XCR0_AVX512,
+    BOOT_FACTS = const BOOT_FACTS,
+    FACT_XCR0 = const FACT_XCR0,
+    FACT_C_BIT = const FACT_C_BIT,
+    FACT_SEV_STATUS = const FACT_SEV_STATUS,
+    MSR_SEV_STATUS = const snp::MSR_SEV_STATUS,
+    MSR_GHCB = const snp::MSR_GHCB,
+    SEV_ANY = const snp::SEV_STATUS_SEV | snp::SEV_STATUS_SEV_ES | snp::SEV_STATUS_SEV_SNP,
+    SEV_ES = const snp::SEV_STATUS_SEV_ES,
+    SEV_SNP = const snp::SEV_STATUS_SEV_SNP,
+    GHCB_SEV_INFO_REQUEST = const ghcb_msr::sev_info_request(),
+    GHCB_SEV_INFO_RESPONSE = const GHCB_SEV_INFO_RESPONSE,
+    GHCB_PROTOCOL_VERSION = const ghcb_msr::PROTOCOL_VERSION,
+    SNP_CPUID_PAGE = const layout::SNP_CPUID_PAGE,
+    CPUID_PAGE_MAX_ENTRIES = const cpuid_page::MAX_ENTRIES,
     BOOT_PML4 = const layout::BOOT_PML4,
     BOOT_PDPT = const layout::BOOT_PDPT,
     BOOT_PD0 = const layout::BOOT_PD0,
     BOOT_TABLES_END = const layout::BOOT_TABLES_END,
-    STACK_TOP = const layout::STACK_TOP,
     EXIT_PORT = const EXIT_PORT,
     EXIT_FAILURE = const EXIT_FAILURE,
     loader_main = sym super::loader_main,

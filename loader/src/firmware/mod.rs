@@ -4,11 +4,14 @@
 mod boot;
 mod cpu;
 mod fw_cfg;
+mod no_heap;
 mod pool;
 mod serial;
+mod snp;
 mod tdx;
 
 use core::fmt;
+use core::ops::Range;
 use fw_cfg::{FwCfg, FwCfgError};
 use log::{error, info, warn};
 use pool::TablePool;
@@ -19,6 +22,9 @@ use ward_loader::layout::{self, IMAGE_END, METADATA_PAGE, PAGE_SIZE};
 use ward_loader::measurement;
 use ward_loader::memory::{self, E820_ENTRY_SIZE, MAX_E820_ENTRIES, MemoryError, MemoryMapBuilder};
 use ward_loader::paging::{self, BootMapping, PagingError};
+
+/// e820 type of RAM.
+const E820_RAM: u32 = 1;
 
 /// Everything that can stop the loader.
 enum LoaderError {
@@ -32,6 +38,7 @@ enum LoaderError {
     NoRoomForKernel(u64),
     Paging(PagingError),
     Tdx(tdx::TdxError),
+    Snp(snp::SnpError),
 }
 
 impl fmt::Display for LoaderError {
@@ -62,6 +69,7 @@ impl fmt::Display for LoaderError {
             }
             Self::Paging(e) => write!(f, "page tables: {e}"),
             Self::Tdx(e) => write!(f, "TDX: {e}"),
+            Self::Snp(e) => write!(f, "SEV-SNP: {e}"),
         }
     }
 }
@@ -76,14 +84,35 @@ macro_rules! impl_from {
     };
 }
 impl_from!(PayloadError => Payload, ElfError => Elf, FwCfgError => FwCfg,
-           MemoryError => Memory, PagingError => Paging, tdx::TdxError => Tdx);
+           MemoryError => Memory, PagingError => Paging, tdx::TdxError => Tdx,
+           snp::SnpError => Snp);
 
-/// The Rust entry point, called by `boot.s` on the boot stack with SSE/AVX enabled.
-extern "sysv64" fn loader_main() -> ! {
-    // Inside a TD, port I/O raises #VE: the handler must be in place before the first one.
-    let tdx = tdx::Tdx::detect();
+/// The kind of guest the loader runs in.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one value for the whole boot, on the 128 KiB loader stack; the SNP variant holds the parsed CPUID page"
+)]
+enum Guest {
+    Native,
+    Tdx(tdx::Tdx),
+    Snp(snp::Snp),
+}
+
+/// The Rust entry point, called by `boot.s` on the boot stack with SSE/AVX enabled, with
+/// SEV_STATUS (0 on a plain VM or in a TD) and, under SNP, the C-bit position it checked.
+extern "sysv64" fn loader_main(sev_status: u64, c_bit: u64) -> ! {
+    let mut pool = TablePool::new();
+    // Under SNP, port I/O and CPUID raise #VC (there is no handler): the GHCB must be ready
+    // before the first print, and the TDX probe (a CPUID) must not run. Inside a TD, port I/O
+    // raises #VE: the handler must be in place before the first one.
+    let guest = match snp::Snp::start(sev_status, c_bit, &mut pool) {
+        Ok(Some(snp)) => Guest::Snp(snp),
+        Ok(None) => tdx::Tdx::detect().map_or(Guest::Native, Guest::Tdx),
+        // Nothing can be printed yet: the reason code is all the host learns.
+        Err(error) => snp::terminate(error.reason()),
+    };
     serial::init_logging();
-    match run(tdx) {
+    match run(guest, pool) {
         Ok(never) => match never {},
         Err(error) => {
             error!("{error}");
@@ -92,8 +121,12 @@ extern "sysv64" fn loader_main() -> ! {
     }
 }
 
-/// Reports failure to QEMU's isa-debug-exit device (if present) and halts.
+/// Reports failure to QEMU's isa-debug-exit device (if present) and halts; under SNP asks the
+/// hypervisor to terminate the guest.
 fn fail() -> ! {
+    if snp::ghcb_ready() {
+        snp::terminate(ward_attestation::guest::snp::ghcb_msr::TerminationReason::General);
+    }
     // SAFETY: writing the isa-debug-exit port ends the VM under test; elsewhere the port is unused.
     unsafe { cpu::outl(boot::EXIT_PORT, boot::EXIT_FAILURE) };
     cpu::halt_forever()
@@ -156,15 +189,23 @@ fn hex(bytes: &[u8]) -> impl fmt::Display + '_ {
     Hex(bytes)
 }
 
-fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> {
+fn run(guest: Guest, pool: TablePool) -> Result<core::convert::Infallible, LoaderError> {
     info!("Ward loader {} (stage0)", env!("CARGO_PKG_VERSION"));
-    let (platform, encryption_mask) = match &tdx {
-        Some(td) => {
+    let (platform, encryption_mask) = match &guest {
+        Guest::Tdx(td) => {
             let shared = td.shared_mask()?;
             info!("platform TDX (never tested on hardware), shared bit {shared:#x}");
             (PlatformKind::Tdx, shared)
         }
-        None => (PlatformKind::Native, 0),
+        Guest::Snp(snp) => {
+            let mask = snp.encryption_mask();
+            info!(
+                "platform SEV-SNP (never tested on hardware), C-bit mask {mask:#x}, GHCB at {:#x}",
+                snp::GHCB_PAGE
+            );
+            (PlatformKind::Snp, mask)
+        }
+        Guest::Native => (PlatformKind::Native, 0),
     };
     let (image, descriptor) = locate_image()?;
     let kernel_bytes = &image[descriptor.kernel_range()];
@@ -178,12 +219,13 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
         kernel.entry()
     );
 
-    let mut fw_cfg = FwCfg::probe(tdx.is_none())?;
+    // A confidential guest's private memory is out of the device's reach: no DMA.
+    let mut fw_cfg = FwCfg::probe(matches!(guest, Guest::Native))?;
     let e820_file = fw_cfg.find("etc/e820")?.ok_or(LoaderError::NoE820)?;
     let mut e820_buffer = [0u8; E820_ENTRY_SIZE * MAX_E820_ENTRIES];
     let e820 = fw_cfg.read(e820_file, &mut e820_buffer)?;
     let mut builder = MemoryMapBuilder::from_e820(memory::parse_e820(e820)?)?;
-    if let Some(td) = &tdx {
+    if let Guest::Tdx(td) = &guest {
         let accepted = td.accept_ram(memory::parse_e820(e820)?)?;
         info!(
             "TDX: accepted {:#x} bytes of RAM ({} x 2 MiB, {} x 4 KiB)",
@@ -192,11 +234,19 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
             accepted.small
         );
     }
-    builder.mark_used(
-        layout::LOADER_AREA_START,
-        layout::LOADER_AREA_END,
-        MemoryKind::Loader,
-    )?;
+    if let Guest::Snp(_) = &guest {
+        // The GHCB page stays shared: the kernel must never use it as private RAM.
+        let ghcb = snp::GHCB_RANGE;
+        builder.mark_used(ghcb.start, ghcb.end, MemoryKind::Reserved)?;
+        builder.mark_used(layout::LOADER_AREA_START, ghcb.start, MemoryKind::Loader)?;
+        builder.mark_used(ghcb.end, layout::LOADER_AREA_END, MemoryKind::Loader)?;
+    } else {
+        builder.mark_used(
+            layout::LOADER_AREA_START,
+            layout::LOADER_AREA_END,
+            MemoryKind::Loader,
+        )?;
+    }
     let config = read_config(&mut fw_cfg)?;
 
     let span = kernel.span();
@@ -246,17 +296,32 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
             paging::MAX_IDENTITY_TOP
         );
     }
+    // Private memory: RAM (validated below under SNP) and the image. Everything else (MMIO, the
+    // legacy hole) and the GHCB page are mapped without the C-bit.
+    let mut private: [Range<u64>; MAX_E820_ENTRIES + 1] = core::array::from_fn(|_| 0..0);
+    let mut private_count = 0;
+    let ram = memory::parse_e820(e820)?.filter(|e| e.kind == E820_RAM);
+    for (slot, entry) in private.iter_mut().zip(ram.take(MAX_E820_ENTRIES)) {
+        *slot = entry.address..entry.address.saturating_add(entry.length);
+        private_count += 1;
+    }
+    private[private_count] = IMAGE_END - image.len() as u64..IMAGE_END;
+    private_count += 1;
+    let huge_pages = match &guest {
+        Guest::Snp(snp) => snp.has_huge_pages(),
+        _ => cpu::has_huge_pages(),
+    };
     let mapping = BootMapping {
         identity_top: top_of_ram.min(paging::MAX_IDENTITY_TOP),
         loader_code: boot::loader_rom_start()..IMAGE_END,
-        huge_pages: cpu::has_huge_pages(),
+        huge_pages,
         kernel: &kernel,
         kernel_physical,
-        encryption_mask: 0,
-        private: &[],
-        shared: &[],
+        encryption_mask,
+        private: &private[..private_count],
+        shared: core::slice::from_ref(&snp::GHCB_RANGE),
     };
-    let tables = paging::build_boot_tables(TablePool::new(), &mapping)?;
+    let tables = paging::build_boot_tables(pool, &mapping)?;
     info!(
         "kernel at {:#x}..{:#x} (virtual {:#x}); {} page tables; AVX-512 state {}",
         kernel_physical,
@@ -273,6 +338,19 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
     // executable at the same addresses, so execution continues unchanged.
     unsafe { cpu::write_cr3(tables.root()) };
 
+    if let Guest::Snp(snp) = &guest {
+        // SAFETY: the metadata page is the image's last page, always mapped ROM, never written.
+        let tail =
+            unsafe { core::slice::from_raw_parts(METADATA_PAGE as *const u8, PAGE_SIZE as usize) };
+        let validated = snp.validate_ram(memory::parse_e820(e820)?, tail)?;
+        info!(
+            "SEV-SNP: validated {:#x} bytes of RAM ({} x 2 MiB, {} x 4 KiB)",
+            validated.bytes(),
+            validated.large,
+            validated.small
+        );
+    }
+
     // SAFETY: `[kernel_physical, +span)` is usable RAM just marked KernelImage, identity-mapped
     // writable, and referenced by nothing else.
     let destination =
@@ -281,6 +359,10 @@ fn run(tdx: Option<tdx::Tdx>) -> Result<core::convert::Infallible, LoaderError> 
 
     let mut boot_info = BootInfo::new(platform);
     boot_info.platform_info.encryption_mask = encryption_mask;
+    if let Guest::Snp(_) = &guest {
+        boot_info.platform_info.secrets_page = layout::SNP_SECRETS_PAGE;
+        boot_info.platform_info.cpuid_page = layout::SNP_CPUID_PAGE;
+    }
     boot_info.kernel.physical_start = kernel_physical;
     boot_info.kernel.physical_end = kernel_physical + span;
     boot_info.kernel.entry = kernel.entry();
