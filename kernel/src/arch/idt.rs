@@ -69,6 +69,10 @@ pub fn init_with(extra: &[(u8, u64)]) {
     if let Some(handler) = crate::platform::tdx::ve_entry_address() {
         gates[20] = Gate::interrupt(handler, stack_for(20).ist_index().unwrap_or(0));
     }
+    // Under SEV-SNP, #VC is emulated and returns instead of being reported.
+    if let Some(handler) = crate::platform::snp::vc_entry_address() {
+        gates[29] = Gate::interrupt(handler, stack_for(29).ist_index().unwrap_or(0));
+    }
     for &(vector, handler) in extra.iter().filter(|(vector, _)| *vector >= 32) {
         gates[usize::from(vector)] = Gate::interrupt(handler, 0);
     }

@@ -6,6 +6,12 @@
 //!    own page tables are built and loaded, and at once the GDT/TSS with IST stacks and the IDT.
 //! 2. On the kernel stack (with its guard page): the shared pool, then the report — banner,
 //!    memory map, SIMD level, PCI devices — and the deployment configuration.
+//!
+//! Under SEV-SNP, port I/O and CPUID raise #VC, which nothing can answer before the kernel's
+//! IDT and GHCB exist: serial, TSC calibration, logging and CPU feature detection move from
+//! step 1 to the start of step 2, right after the GHCB is registered (`platform::snp`); until
+//! then a failure ends the guest through the GHCB MSR protocol without a message. The
+//! deployment configuration is then checked against HOST_DATA of the enclave's own report.
 
 mod fault_test;
 
@@ -23,6 +29,7 @@ use crate::mm::heap;
 use crate::mm::shared_pool::SharedPool;
 use crate::platform::Platform;
 use crate::platform::native::Native;
+use crate::platform::snp::Snp;
 use crate::platform::tdx::TdxError;
 use crate::platform::tdx::platform::Tdx;
 use crate::report::{Hex, Size, kind_name};
@@ -30,6 +37,7 @@ use crate::{logger, serial};
 use alloc::boxed::Box;
 use alloc::vec::Vec;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicBool, Ordering};
 use log::{error, info, warn};
 use spin::{Mutex, Once};
 use ward_attestation::config::{Config, MAX_CONFIG_LEN};
@@ -44,8 +52,10 @@ const SHARED_POOL_PAGES: u64 = 1024;
 struct Handover {
     info: &'static BootInfo,
     config: Option<&'static [u8]>,
-    features: CpuFeatures,
-    calibration: tsc::Calibration,
+    /// `None` under SEV-SNP: CPUID raises #VC, so it waits for the GHCB (`kernel_main`).
+    features: Option<CpuFeatures>,
+    /// `None` under SEV-SNP: the console and the TSC calibration wait for the GHCB.
+    calibration: Option<tsc::Calibration>,
     heap: PhysRange,
     pool: PhysRange,
     audit: Audit,
@@ -59,17 +69,46 @@ pub static PLATFORM: Once<&'static dyn Platform> = Once::new();
 /// The shared-memory pool.
 pub static SHARED_POOL: Once<SharedPool> = Once::new();
 
+/// Set while an SEV-SNP kernel has no GHCB yet: port I/O (the console, isa-debug-exit) would
+/// raise a #VC nothing can answer, so a failure can only ask the hypervisor to end the guest.
+static CONSOLE_DEFERRED: AtomicBool = AtomicBool::new(false);
+
 fn fail(code: ExitCode, args: core::fmt::Arguments<'_>) -> ! {
+    if CONSOLE_DEFERRED.load(Ordering::Relaxed) {
+        crate::platform::snp::cpu::terminate(
+            ward_attestation::guest::snp::ghcb_msr::TerminationReason::General,
+        )
+    }
     error!("{args}");
     exit(code)
+}
+
+fn start_console() -> tsc::Calibration {
+    serial::init();
+    let calibration = calibrate_tsc();
+    logger::init();
+    calibration
+}
+
+/// Whether the loader hands over an SEV-SNP guest (the header alone; `check_boot_info` checks
+/// the rest).
+fn announces_snp(pointer: *const BootInfo) -> bool {
+    if pointer.is_null() || !pointer.is_aligned() {
+        return false;
+    }
+    // SAFETY: the loader contract (as in `check_boot_info`): an identity-mapped BootInfo.
+    let info = unsafe { &*pointer };
+    info.validate_header() == Ok(PlatformKind::Snp)
 }
 
 /// Called from `_start` (entry.s).
 pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
     tsc::mark_start();
-    serial::init();
-    let calibration = calibrate_tsc();
-    logger::init();
+    // Under SEV-SNP, port I/O and CPUID raise #VC, answered only once the kernel's IDT and GHCB
+    // exist: the console starts in `kernel_main` there.
+    let snp = announces_snp(boot_info);
+    CONSOLE_DEFERRED.store(snp, Ordering::Relaxed);
+    let calibration = (!snp).then(start_console);
     let raw = check_boot_info(boot_info);
 
     let mut frames = FrameAllocator::from_memory_map(raw.memory_map.regions());
@@ -86,13 +125,20 @@ pub extern "sysv64" fn kernel_entry(boot_info: *const BootInfo) -> ! {
     let info: &'static BootInfo = Box::leak(Box::new(*raw));
     let config = copy_config(info);
 
-    let Some(pool) = frames.allocate(SHARED_POOL_PAGES) else {
+    // SNP: on 2 MiB boundaries, so sharing rescinds whole 2 MiB pages where the loader
+    // validated them as such.
+    let pool = if snp {
+        frames.allocate_aligned(SHARED_POOL_PAGES, 2 << 20)
+    } else {
+        frames.allocate(SHARED_POOL_PAGES)
+    };
+    let Some(pool) = pool else {
         fail(
             ExitCode::SetupFailed,
             format_args!("no RAM for the shared pool"),
         )
     };
-    let features = CpuFeatures::detect();
+    let features = (!snp).then(CpuFeatures::detect);
     let platform: &'static dyn Platform =
         *PLATFORM.call_once(|| choose_platform(info, config, features));
     if let Err(e) = platform.share(pool) {
@@ -174,11 +220,8 @@ fn check_boot_info(pointer: *const BootInfo) -> &'static BootInfo {
     // until the kernel copies it (right after the heap exists).
     let info = unsafe { &*pointer };
     match info.validate_header() {
-        Ok(PlatformKind::Native | PlatformKind::Tdx) => info,
-        Ok(other) => fail(
-            ExitCode::BadBootInfo,
-            format_args!("refusing boot: platform {other:?} is not supported by this kernel build"),
-        ),
+        // Every platform is supported; each checks its own values when it is set up.
+        Ok(_) => info,
         Err(e) => fail(ExitCode::BadBootInfo, format_args!("refusing boot: {e}")),
     }
 }
@@ -188,8 +231,19 @@ fn check_boot_info(pointer: *const BootInfo) -> &'static BootInfo {
 fn choose_platform(
     info: &BootInfo,
     config: Option<&[u8]>,
-    features: CpuFeatures,
+    features: Option<CpuFeatures>,
 ) -> &'static dyn Platform {
+    if PlatformKind::from_raw(info.platform) == Some(PlatformKind::Snp) {
+        // The CPUID and secrets pages are read now, while the loader's tables map them.
+        return match Snp::init(info) {
+            Ok(snp) => snp,
+            Err(e) => fail(
+                ExitCode::BadBootInfo,
+                format_args!("refusing boot: SEV-SNP: {e}"),
+            ),
+        };
+    }
+    let features = features.unwrap_or_else(CpuFeatures::detect);
     match PlatformKind::from_raw(info.platform) {
         Some(PlatformKind::Tdx) => match Tdx::new(&info.platform_info, config, features) {
             Ok(tdx) => Box::leak(Box::new(tdx)),
@@ -235,6 +289,11 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
             pool_pages,
         )
     });
+    let calibration = match handover.calibration {
+        Some(calibration) => calibration,
+        None => start_snp_console(pool),
+    };
+    let features = handover.features.unwrap_or_else(CpuFeatures::detect);
     let platform = PLATFORM.get().map_or("unknown", |p| p.name());
     let cpus = PLATFORM.get().map_or(1, |p| {
         crate::arch::smp::start(info.memory_map.regions(), *p).cpus
@@ -256,12 +315,15 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
         "TSC {}.{:03} MHz (calibrated with {})",
         tsc::frequency() / 1_000_000,
         tsc::frequency() / 1_000 % 1_000,
-        handover.calibration.describe()
+        calibration.describe()
     );
     report_memory(handover, pool);
-    report_simd(&handover.features);
+    report_simd(&features);
     let functions = report_pci();
     let config = check_config(handover.config, info);
+    if let (Some(_), Some(bytes), Some(snp)) = (config, handover.config, Snp::get()) {
+        check_snp_binding(snp, bytes);
+    }
     if let Some(fault) = config.and_then(|c| c.test_fault) {
         fault_test::trigger(fault);
     }
@@ -291,6 +353,40 @@ extern "sysv64" fn kernel_main(_argument: u64) -> ! {
     }
     info!("boot complete: not serving, exiting");
     exit(ExitCode::Success)
+}
+
+/// SEV-SNP, step 3 of `platform::snp`: the GHCB (the IDT already routes #VC to its handler),
+/// then the console that needed it.
+fn start_snp_console(pool: &'static SharedPool) -> tsc::Calibration {
+    let Some(snp) = Snp::get() else {
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("no SEV-SNP platform for the deferred console"),
+        )
+    };
+    if let Err(e) = snp.enable_ghcb(pool) {
+        // No console yet: `fail` can only ask the hypervisor to end the guest.
+        fail(
+            ExitCode::SetupFailed,
+            format_args!("GHCB set-up failed: {e}"),
+        );
+    }
+    let calibration = start_console();
+    CONSOLE_DEFERRED.store(false, Ordering::Relaxed);
+    info!("SEV-SNP: GHCB registered, #VC handler active (CPUID from the validated CPUID page)");
+    calibration
+}
+
+/// DESIGN §4: the deployment configuration's SHA-256 must be HOST_DATA of our own report.
+fn check_snp_binding(snp: &Snp, config: &[u8]) {
+    match snp.check_config_binding(config) {
+        Ok(()) => info!("config: SHA-256 equals HOST_DATA of this enclave's SEV-SNP report"),
+        Err(e @ crate::platform::snp::ConfigBindingError::Binding(_)) => fail(
+            ExitCode::BadConfig,
+            format_args!("refusing the deployment configuration: {e}"),
+        ),
+        Err(e) => fail(ExitCode::SetupFailed, format_args!("{e}")),
+    }
 }
 
 fn smp_self_test(cpus: usize) {

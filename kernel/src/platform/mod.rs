@@ -13,6 +13,7 @@
 //!   AP-creation request; TDX: the MP wake-up mailbox) — the one seam of SMP start-up.
 
 pub mod native;
+pub mod snp;
 pub mod tdx;
 
 use crate::arch::apic::{ApicError, LocalApic};
@@ -29,6 +30,8 @@ pub enum PlatformError {
     Random(crate::arch::random::RandomError),
     /// A TDX operation failed.
     Tdx(tdx::TdxError),
+    /// An SEV-SNP operation failed.
+    Snp(snp::SnpError),
 }
 
 impl fmt::Display for PlatformError {
@@ -37,6 +40,7 @@ impl fmt::Display for PlatformError {
             Self::BadRange(range) => write!(f, "range {range} is not whole pages"),
             Self::Random(error) => write!(f, "CPU random source failed: {error:?}"),
             Self::Tdx(error) => write!(f, "TDX: {error}"),
+            Self::Snp(error) => write!(f, "SEV-SNP: {error}"),
         }
     }
 }
