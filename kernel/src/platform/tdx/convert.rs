@@ -319,7 +319,7 @@ mod tests {
             (0x1000, 0x800),
             (SHARED, 0x1000),
             (SHARED - 0x1000, 0x2000),
-            (u64::MAX & !0xFFF, 0x2000),
+            (!0xFFF, 0x2000),
         ] {
             assert_eq!(
                 to_shared(&mut td, start, len, SHARED),

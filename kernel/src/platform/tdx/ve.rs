@@ -326,6 +326,34 @@ mod tests {
     }
 
     #[test]
+    fn registers_are_laid_out_as_the_entry_stub_pushes_them() {
+        // ve_entry.s pushes R15 first and RAX last: RAX at the lowest address.
+        let order = [
+            core::mem::offset_of!(GeneralRegisters, rax),
+            core::mem::offset_of!(GeneralRegisters, rbx),
+            core::mem::offset_of!(GeneralRegisters, rcx),
+            core::mem::offset_of!(GeneralRegisters, rdx),
+            core::mem::offset_of!(GeneralRegisters, rsi),
+            core::mem::offset_of!(GeneralRegisters, rdi),
+            core::mem::offset_of!(GeneralRegisters, rbp),
+            core::mem::offset_of!(GeneralRegisters, r8),
+            core::mem::offset_of!(GeneralRegisters, r15),
+        ];
+        assert_eq!(order, [0, 8, 16, 24, 32, 40, 48, 56, 112]);
+        assert_eq!(size_of::<GeneralRegisters>(), 15 * 8);
+        // The x86 encoding's register numbers reach the right fields.
+        let mut registers = GeneralRegisters::default();
+        for index in (0..16).filter(|&i| i != RSP) {
+            *registers.slot(index).unwrap() = u64::from(index) + 100;
+        }
+        assert!(registers.slot(RSP).is_none());
+        assert_eq!(
+            (registers.rcx, registers.rbx, registers.rdi, registers.r11),
+            (101, 103, 107, 111)
+        );
+    }
+
+    #[test]
     fn out_to_the_serial_port_goes_to_the_host() {
         // OUT DX, AL to 0x3F8 (qualification: size 1, out, port in bits 31:16).
         let mut out = td(veinfo(30, 0x03F8_0000, 0, 1), |_| echo_r11(0));
