@@ -27,6 +27,15 @@ pub const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 static BOOT_LOCK: Mutex<()> = Mutex::new(());
 
+pub mod enclave;
+
+/// Holds the boot lock: one guest at a time within a test binary.
+pub fn serialise_boots() -> std::sync::MutexGuard<'static, ()> {
+    BOOT_LOCK
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// The workspace root.
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,9 +119,7 @@ pub fn vm_config() -> VmConfig {
 /// Boots `config` to the end (or [`BOOT_TIMEOUT`]) and returns the report; echoes the serial
 /// output so a failing test shows it.
 pub fn boot(config: &VmConfig) -> RunReport {
-    let _serialised = BOOT_LOCK
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _serialised = serialise_boots();
     let vm = RunningVm::launch(config, SerialSink::Discard).expect("launch QEMU");
     let report = vm.wait(Some(BOOT_TIMEOUT), &AtomicBool::new(false));
     eprintln!(

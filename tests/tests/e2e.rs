@@ -16,279 +16,28 @@
 //! - `tampered_disks_and_rollback_are_refused`: a flipped byte in the header and in a middle
 //!   chunk, and a version below the configured minimum, each leave only "model not loaded:
 //!   <reason>".
+//! - `too_little_memory_for_the_slots_is_refused`: slots whose KV caches and batch scratch do not
+//!   fit beside the weights leave "model not loaded: needs N MiB, have M MiB (...)".
 //! - `default_model_answers`: SmolLM2 inside the enclave gives `ward generate`'s greedy tokens.
 
 use rand_chacha::rand_core::Rng;
 use std::io::{Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::path::Path;
 use std::thread;
 use std::time::Duration;
-use ward_attestation::config::Config;
 use ward_attestation::keyrelease::ReleaseKeyPair;
 use ward_attestation::protocol::{
-    ClientParams, ErrorCode, NoHardwareVerifier, ProtocolError, Purpose, RECORD_WIRE_LEN, Request,
+    ClientParams, ErrorCode, NoHardwareVerifier, ProtocolError, Purpose, RECORD_WIRE_LEN,
 };
-use ward_attestation::sealed::{ModelKey, seal_image};
-use ward_tests::{TempDir, accel, image, workspace_root};
+use ward_attestation::sealed::ModelKey;
+use ward_tests::TempDir;
+use ward_tests::enclave::{
+    Enclave, IO_TIMEOUT, Owner, TINY_VERSION, chat_params, chat_session, host_greedy, json_text,
+    path_str, request, ward, ward_model,
+};
 use ward_tools::client::{Address, ClientError, Connection, SERVICE_PORT, connect, os_rng};
-use ward_tools::qemu::{RunningVm, SerialSink, VmConfig};
 use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
-
-const LISTENING: &str = "service: listening on vsock port";
-const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
-const IO_TIMEOUT: Duration = Duration::from_secs(300);
-/// The tiny model's sealed version.
-const TINY_VERSION: u64 = 3;
-
-static VM_LOCK: Mutex<()> = Mutex::new(());
-
-/// The `ward` binary.
-fn ward_bin() -> PathBuf {
-    let path = std::env::var_os("WARD_BIN").map_or_else(
-        || workspace_root().join("target/release/ward"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} does not exist: `cargo run --release -p ward-tools -- build` builds it (or set WARD_BIN)",
-        path.display()
-    );
-    path
-}
-
-fn ward(args: &[&str]) -> Output {
-    let output = Command::new(ward_bin())
-        .args(args)
-        .output()
-        .expect("run ward");
-    eprintln!(
-        "$ ward {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn path_str(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 temporary path")
-}
-
-/// Model owner's files: the GGUF, its sealed disk, the model key, the key-release key pair.
-struct Owner {
-    dir: TempDir,
-    gguf: PathBuf,
-    disk: PathBuf,
-    key_file: PathBuf,
-    key: ModelKey,
-    sender_file: PathBuf,
-    sender: ReleaseKeyPair,
-}
-
-impl Owner {
-    /// `ward release-key` as this owner, accepting the enclave's simulated evidence.
-    fn release_key(&self, addr: &str) -> Output {
-        ward(&[
-            "release-key",
-            "--connect",
-            addr,
-            "--key",
-            path_str(&self.key_file),
-            "--sender-key",
-            path_str(&self.sender_file),
-            "--allow-simulated",
-        ])
-    }
-
-    /// Seals `gguf` as model `id` version `version`, then lets `tamper` change the image.
-    fn new(
-        tag: &str,
-        id: &str,
-        gguf: Vec<u8>,
-        version: u64,
-        tamper: impl FnOnce(&mut Vec<u8>),
-    ) -> Self {
-        let dir = TempDir::new(tag);
-        let gguf_path = dir.path().join("model.gguf");
-        std::fs::write(&gguf_path, &gguf).unwrap();
-        let mut key_bytes = [0u8; 32];
-        os_rng().unwrap().fill_bytes(&mut key_bytes);
-        let key = ModelKey::from_bytes(key_bytes);
-        let mut image = seal_image(&key, id, version, 64 << 10, [5; 7], &gguf).unwrap();
-        tamper(&mut image);
-        let disk = dir.path().join("model.disk");
-        std::fs::write(&disk, &image).unwrap();
-        let key_file = dir.path().join("model.key");
-        std::fs::write(&key_file, key_bytes).unwrap();
-        let sender_file = dir.path().join("release.key");
-        let keygen = ward(&["keygen", "--out", path_str(&sender_file)]);
-        assert!(keygen.status.success());
-        let secret: [u8; 32] = std::fs::read(&sender_file).unwrap().try_into().unwrap();
-        let sender = ReleaseKeyPair::from_secret_bytes(&secret).unwrap();
-        let printed = String::from_utf8_lossy(&keygen.stdout).into_owned();
-        assert!(printed.contains(&hex(&sender.public_bytes())), "{printed}");
-        Self {
-            dir,
-            gguf: gguf_path,
-            disk,
-            key_file,
-            key,
-            sender_file,
-            sender,
-        }
-    }
-
-    /// A deployment configuration naming this owner's key-release server.
-    fn config(&self, min_version: u32, extra: impl FnOnce(&mut Config)) -> PathBuf {
-        let mut config = Config::new(min_version, self.sender.public_bytes());
-        extra(&mut config);
-        let path = self.dir.path().join("ward.conf");
-        std::fs::write(&path, config.to_string()).unwrap();
-        path
-    }
-}
-
-/// A booted enclave.
-struct Enclave {
-    vm: RunningVm,
-    address: Address,
-    uds: PathBuf,
-    _serialised: std::sync::MutexGuard<'static, ()>,
-}
-
-impl Enclave {
-    fn boot(config: &Path, disk: &Path, memory_mib: u32, cpus: u32) -> Self {
-        let serialised = VM_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-        let mut vm_config = VmConfig::new(image());
-        vm_config.config = Some(config.to_path_buf());
-        vm_config.disk = Some(disk.to_path_buf());
-        vm_config.vsock = true;
-        vm_config.memory_mib = memory_mib;
-        vm_config.cpus = cpus;
-        vm_config.accel = accel();
-        let mut vm = RunningVm::launch(&vm_config, SerialSink::Discard).expect("launch QEMU");
-        let listening = vm.wait_for_line(LISTENING, BOOT_TIMEOUT);
-        let uds = vm.uds_path().expect("vsock").to_path_buf();
-        let enclave = Self {
-            vm,
-            address: Address::HybridUnix {
-                path: uds.clone(),
-                port: SERVICE_PORT,
-            },
-            uds,
-            _serialised: serialised,
-        };
-        assert!(listening.is_some(), "{}", enclave.serial());
-        enclave
-    }
-
-    fn addr(&self) -> String {
-        format!("unix://{}:{SERVICE_PORT}", self.uds.display())
-    }
-
-    fn serial(&self) -> String {
-        self.vm
-            .serial_lines()
-            .iter()
-            .map(|l| format!("{}\n", l.text))
-            .collect()
-    }
-}
-
-impl Drop for Enclave {
-    fn drop(&mut self) {
-        self.vm.shutdown();
-        eprintln!("---- enclave serial ----\n{}", self.serial());
-    }
-}
-
-fn chat_params() -> ClientParams {
-    ClientParams {
-        purpose: Purpose::Chat,
-        allow_simulated: true,
-        simulated_measurements: Vec::new(),
-        expected_config: None,
-    }
-}
-
-/// Opens a chat session over `address` (possibly the relay), capturing what is read.
-fn chat_session<'v>(
-    address: &Address,
-    verifier: &'v NoHardwareVerifier,
-) -> Connection<'v, ward_tools::client::Stream> {
-    let stream = connect(address, Duration::from_secs(10)).expect("connect");
-    stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let mut rng = os_rng().unwrap();
-    Connection::handshake(stream, chat_params(), verifier, &mut rng, true)
-        .expect("handshake")
-        .0
-}
-
-fn request(user: &str, max: u32) -> Request {
-    Request {
-        max_new_tokens: max,
-        system: String::new(),
-        user: user.into(),
-    }
-}
-
-/// `ward generate`'s greedy text for `message`.
-fn host_greedy(gguf: &Path, message: &str, max: u32) -> String {
-    let out = ward(&[
-        "generate",
-        "--model",
-        path_str(gguf),
-        "--chat",
-        message,
-        "--max-tokens",
-        &max.to_string(),
-        "--temperature",
-        "0",
-    ]);
-    assert!(out.status.success());
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let start = stdout.find("\"text\":").expect("text field") + "\"text\":".len();
-    json_string(&stdout[start..])
-}
-
-/// Decodes the JSON string literal at the start of `text`.
-fn json_string(text: &str) -> String {
-    let mut chars = text.trim_start().chars();
-    assert_eq!(chars.next(), Some('"'));
-    let mut out = String::new();
-    while let Some(c) = chars.next() {
-        match c {
-            '"' => return out,
-            '\\' => match chars.next().unwrap() {
-                'n' => out.push('\n'),
-                't' => out.push('\t'),
-                'r' => out.push('\r'),
-                'b' => out.push('\u{8}'),
-                'f' => out.push('\u{c}'),
-                'u' => {
-                    let code: String = chars.by_ref().take(4).collect();
-                    let mut value = u32::from_str_radix(&code, 16).unwrap();
-                    if (0xd800..0xdc00).contains(&value) {
-                        let low: String = chars.by_ref().skip(2).take(4).collect();
-                        let low = u32::from_str_radix(&low, 16).unwrap();
-                        value = 0x10000 + ((value - 0xd800) << 10) + (low - 0xdc00);
-                    }
-                    out.push(char::from_u32(value).unwrap());
-                }
-                other => out.push(other),
-            },
-            c => out.push(c),
-        }
-    }
-    panic!("unterminated JSON string");
-}
 
 /// What the relay does to the records flowing from the enclave to the client.
 #[derive(Clone, Copy, Debug)]
@@ -514,9 +263,8 @@ fn served_enclave() {
         question,
     ]);
     assert!(answer.status.success());
+    assert_eq!(json_text(&answer), expected);
     let stdout = String::from_utf8_lossy(&answer.stdout).into_owned();
-    let start = stdout.find("\"text\":").unwrap() + "\"text\":".len();
-    assert_eq!(json_string(&stdout[start..]), expected);
     assert!(stdout.contains("\"evidence\":\"simulated\""), "{stdout}");
     assert!(stdout.contains("\"version\":3"), "{stdout}");
 
@@ -642,6 +390,33 @@ fn tampered_disks_and_rollback_are_refused() {
 }
 
 #[test]
+fn too_little_memory_for_the_slots_is_refused() {
+    // 64 slots of the tiny model: each slot's prefill chunk of 512 rows in the batch scratch
+    // alone takes ~190 MiB, more than a 128 MiB VM has beside the weights.
+    let gguf = tiny_model_gguf(&TinyModelSpec::default());
+    let owner = Owner::new("e2e-memory", "ward-tiny", gguf, TINY_VERSION, |_| {});
+    let config = owner.config(2, |c| c.slots = 64);
+    let enclave = Enclave::boot(&config, &owner.disk, 128, 1);
+    let release = owner.release_key(&enclave.addr());
+    assert!(!release.status.success());
+    let stderr = String::from_utf8_lossy(&release.stderr);
+    let reason = stderr
+        .split("model not loaded: ")
+        .nth(1)
+        .unwrap_or_else(|| panic!("{stderr}"));
+    let figure = |word: &str| -> u64 {
+        let after = reason
+            .split(word)
+            .nth(1)
+            .unwrap_or_else(|| panic!("{reason}"));
+        after.split(' ').next().unwrap().parse().unwrap()
+    };
+    let (needed, have) = (figure("needs "), figure("have "));
+    assert!(needed > have && have < 128, "{reason}");
+    assert!(reason.contains("64 slots of 512 positions"), "{reason}");
+}
+
+#[test]
 fn default_model_answers() {
     let model = ward_model();
     let owner = Owner::new(
@@ -683,9 +458,7 @@ fn default_model_answers() {
         "0",
     ]);
     assert!(generated.status.success());
-    let stdout = String::from_utf8(generated.stdout).unwrap();
-    let start = stdout.find("\"text\":").unwrap() + "\"text\":".len();
-    let expected = json_string(&stdout[start..]);
+    let expected = json_text(&generated);
     assert!(!expected.is_empty());
     let answer = ward(&[
         "chat",
@@ -700,21 +473,5 @@ fn default_model_answers() {
         question,
     ]);
     assert!(answer.status.success());
-    let stdout = String::from_utf8_lossy(&answer.stdout).into_owned();
-    let start = stdout.find("\"text\":").unwrap() + "\"text\":".len();
-    assert_eq!(json_string(&stdout[start..]), expected);
-}
-
-/// The default model: `$WARD_MODEL`, else what `scripts/fetch-model.sh` prints.
-fn ward_model() -> PathBuf {
-    if let Some(path) = std::env::var_os("WARD_MODEL") {
-        return PathBuf::from(path);
-    }
-    let output = Command::new("bash")
-        .arg(workspace_root().join("scripts/fetch-model.sh"))
-        .output()
-        .expect("run scripts/fetch-model.sh");
-    assert!(output.status.success(), "fetch-model.sh failed");
-    let stdout = String::from_utf8(output.stdout).unwrap();
-    PathBuf::from(stdout.lines().last().unwrap().trim())
+    assert_eq!(json_text(&answer), expected);
 }

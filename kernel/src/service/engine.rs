@@ -66,12 +66,6 @@ impl LoadedModel {
         wanted.min(self.model.config().context_length).max(2)
     }
 
-    /// Bytes of one slot's KV cache (the bulk of a context) for `capacity` positions.
-    pub fn kv_bytes(&self, capacity: usize) -> u64 {
-        let c = self.model.config();
-        (c.n_layers * c.kv_dim() * capacity) as u64 * 2 * 2
-    }
-
     /// The slots' batcher: every slot's context and the batch scratch, allocated once.
     pub fn new_batcher(&self, config: BatcherConfig) -> Batcher {
         Batcher::new(&self.model, config)

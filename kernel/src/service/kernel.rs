@@ -181,7 +181,7 @@ pub fn run(devices: Devices, boot: Boot<'_>, platform: &dyn Platform) -> ! {
         executor: executor(),
         max_plaintext: free / 2,
         record_model,
-        max_slot_memory: free / 4,
+        free_memory: || heap::usage().1 as u64,
     };
     info!(
         "service: listening on vsock port {SERVICE_PORT} ({evidence_name}, measurement {}, kernels {}, engine on {} CPUs), no model loaded until a key is released",

@@ -6,6 +6,7 @@
 //! the buffer is wiped and dropped (it is a `Zeroizing`), so nothing partly verified survives.
 
 use super::io::{Disk, SECTOR_SIZE};
+use super::memory::InsufficientMemory;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt;
@@ -31,6 +32,8 @@ pub enum LoadError {
     TooLarge { len: u64, max: u64 },
     /// Memory for the buffers could not be allocated.
     OutOfMemory { bytes: u64 },
+    /// The slots (KV caches, batch scratch) would not fit the memory left beside the weights.
+    Memory(InsufficientMemory),
     /// The verified plaintext is not a model the engine runs (GGUF, tokenizer, template,
     /// tensors); the part and its message.
     Model { part: &'static str, message: String },
@@ -53,6 +56,7 @@ impl fmt::Display for LoadError {
                 "the model's {len} bytes exceed the {max} bytes of memory available for it"
             ),
             Self::OutOfMemory { bytes } => write!(f, "cannot allocate {bytes} bytes"),
+            Self::Memory(shortfall) => write!(f, "{shortfall}"),
             Self::Model { part, message } => write!(f, "{part}: {message}"),
             Self::Measurement(why) => write!(f, "recording the model's digest failed: {why}"),
         }

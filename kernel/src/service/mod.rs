@@ -6,6 +6,7 @@
 //! - [`io`]: the traits the service needs (disk, sockets, clock);
 //! - [`load`]: read, authenticate and decrypt the sealed model into private memory;
 //! - [`engine`]: the verified model (engine, tokenizer, chat template) and per-slot generation;
+//! - [`memory`]: what the slots cost, checked before they are built;
 //! - [`scheduler`]: slots, the bounded queue, "busy";
 //! - [`serve`]: the loop tying sessions, key release, scheduler and cadence together;
 //! - [`kernel`] (bare metal only): those traits over virtio-blk, virtio-vsock and the TSC,
@@ -16,6 +17,7 @@ pub mod io;
 #[cfg(target_os = "none")]
 pub mod kernel;
 pub mod load;
+pub mod memory;
 pub mod scheduler;
 pub mod serve;
 

@@ -58,6 +58,17 @@ pub struct Scheduler<K> {
     failed: Vec<SlotOutput<K>>,
 }
 
+/// The batcher behind `slots` slots of `capacity` positions.
+pub fn batcher_config(slots: usize, capacity: usize) -> BatcherConfig {
+    // Prompts are read in chunks of `PROMPT_BATCH`, as `ward generate` does, so each slot's
+    // arithmetic and hence its greedy answer are the same as on the host.
+    BatcherConfig {
+        slots: slots.max(1),
+        capacity,
+        prefill_chunk: PROMPT_BATCH,
+    }
+}
+
 impl<K: Copy + Eq> Scheduler<K> {
     /// `slots` contexts of `capacity` positions each, allocated now; steps run on `executor`.
     pub fn new(
@@ -67,13 +78,7 @@ impl<K: Copy + Eq> Scheduler<K> {
         queue: usize,
         capacity: usize,
     ) -> Self {
-        // Prompts are read in chunks of `PROMPT_BATCH`, as `ward generate` does, so each
-        // slot's arithmetic and hence its greedy answer are the same as on the host.
-        let batcher = model.new_batcher(BatcherConfig {
-            slots: slots.max(1),
-            capacity,
-            prefill_chunk: PROMPT_BATCH,
-        });
+        let batcher = model.new_batcher(batcher_config(slots, capacity));
         Self {
             model,
             executor,

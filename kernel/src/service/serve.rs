@@ -9,7 +9,8 @@
 use super::engine::{LoadedModel, StepOutput};
 use super::io::{Clock, Disk, SocketError, Sockets};
 use super::load::{LoadError, unseal_from_disk};
-use super::scheduler::{Refusal, Scheduler};
+use super::memory::BatcherMemory;
+use super::scheduler::{Refusal, Scheduler, batcher_config};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -49,8 +50,8 @@ pub struct ServiceParams {
     /// Records a verified model's SHA-384 with the platform before it serves (TDX: extends
     /// RTMR 2, so quotes name the model); an error refuses the model.
     pub record_model: fn(&[u8; 48]) -> Result<(), String>,
-    /// Memory the slots' KV caches may take.
-    pub max_slot_memory: u64,
+    /// Heap bytes free now: the slots must fit in what the model's weights leave.
+    pub free_memory: fn() -> u64,
 }
 
 /// What the service serves.
@@ -91,6 +92,8 @@ pub struct Service<S: Sockets, C: Clock, E: EvidenceProvider, R: rand_chacha::ra
     connections: Vec<Connection<S::Id>>,
     next_tick: u64,
     last_load: Option<LoadTimes>,
+    /// Most slots one engine step has served so far (logged when it grows).
+    most_busy: usize,
 }
 
 fn status_reason(error: &LoadError) -> String {
@@ -131,6 +134,7 @@ where
             connections: Vec::new(),
             next_tick: 0,
             last_load: None,
+            most_busy: 0,
         }
     }
 
@@ -329,13 +333,13 @@ where
         drop(plaintext);
         let slots = self.params.config.slots as usize;
         let capacity = model.slot_context(SLOT_CONTEXT);
-        let kv = model.kv_bytes(capacity) * slots as u64;
-        if kv > self.params.max_slot_memory {
-            return Err(LoadError::TooLarge {
-                len: kv,
-                max: self.params.max_slot_memory,
-            });
-        }
+        // The slots' KV caches and batch scratch are allocated now and the sampler's buffers at
+        // the first answers; a failed allocation would be fatal, so refuse what will not fit.
+        let batcher = batcher_config(slots, capacity);
+        let memory = BatcherMemory::of(model.model().config(), &batcher);
+        memory
+            .check((self.params.free_memory)())
+            .map_err(LoadError::Memory)?;
         // The last step that can fail: from here on the platform's evidence names this model.
         (self.params.record_model)(&sha384).map_err(LoadError::Measurement)?;
         // The model lives for the rest of the run; sessions and slots borrow it.
@@ -354,13 +358,14 @@ where
         };
         self.last_load = Some(times);
         info!(
-            "model verified: {} version {} ({} bytes) decrypted and verified in {} ms ({} MiB/s), engine built in {} ms, {slots} slots of {capacity} positions",
+            "model verified: {} version {} ({} bytes) decrypted and verified in {} ms ({} MiB/s), engine built in {} ms, {slots} slots of {capacity} positions ({} MiB)",
             model.info.id,
             model.info.version,
             len,
             times.unseal_micros / 1000,
             (len as u64 * 1_000_000 / times.unseal_micros.max(1)) >> 20,
             times.build_micros / 1000,
+            memory.total().div_ceil(1 << 20),
         );
         Ok(model)
     }
@@ -370,9 +375,18 @@ where
         let Some(scheduler) = self.scheduler.as_mut() else {
             return;
         };
+        let (busy, _) = scheduler.load();
         let started = self.clock.now_micros();
         let outputs = scheduler.step();
         let took = self.clock.now_micros().saturating_sub(started);
+        if busy > self.most_busy {
+            self.most_busy = busy;
+            info!(
+                "engine: one batched step over {busy} busy slots on {} CPUs ({} ms)",
+                self.params.executor.workers(),
+                took / 1000
+            );
+        }
         for (owner, result) in outputs {
             if let Ok(output) = &result
                 && output.prompt_tokens > 0

@@ -99,6 +99,15 @@ struct Fixture {
 }
 
 fn fixture(config_text: &str, disk: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Fixture {
+    fixture_with_memory(config_text, disk, || 256 << 20)
+}
+
+/// [`fixture`] whose heap reports `free_memory` bytes free.
+fn fixture_with_memory(
+    config_text: &str,
+    disk: impl FnOnce(Vec<u8>) -> Vec<u8>,
+    free_memory: fn() -> u64,
+) -> Fixture {
     let mut rng = ChaCha20Rng::from_seed([3; 32]);
     let release = ReleaseKeyPair::generate(&mut rng);
     let text = alloc::format!(
@@ -128,7 +137,7 @@ fn fixture(config_text: &str, disk: impl FnOnce(Vec<u8>) -> Vec<u8>) -> Fixture 
             kernels: Kernels::detect(),
             executor: &ward_inference::parallel::Serial,
             max_plaintext: 64 << 20,
-            max_slot_memory: 64 << 20,
+            free_memory,
         },
     );
     Fixture {
@@ -360,6 +369,30 @@ fn tampered_disk_and_wrong_key_leave_only_the_reason() {
         ClientEvent::Error { code, message } => {
             assert_eq!(code, ErrorCode::ModelNotLoaded);
             assert!(message.contains("header"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn slots_that_do_not_fit_refuse_the_model_with_both_figures() {
+    let mut f = fixture_with_memory("slots = 64\n", |image| image, || 4 << 20);
+    let expected = "(for 64 slots of 512 positions beside the weights)";
+    match release_key(&mut f.service, &f.release, &f.model_key) {
+        ClientEvent::Error { code, message } => {
+            assert_eq!(code, ErrorCode::ModelNotLoaded);
+            assert!(message.starts_with("needs "), "{message}");
+            assert!(message.contains(" MiB, have 4 MiB "), "{message}");
+            assert!(message.ends_with(expected), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    let (mut chat, status) = established(&mut f.service, Purpose::Chat);
+    assert!(matches!(status, ModelStatus::Failed(ref why) if why.ends_with(expected)));
+    match ask(&mut f.service, &mut chat, "hi", 4) {
+        ClientEvent::Error { code, message } => {
+            assert_eq!(code, ErrorCode::ModelNotLoaded);
+            assert!(message.contains("have 4 MiB"), "{message}");
         }
         other => panic!("{other:?}"),
     }
