@@ -232,20 +232,23 @@ read_sev_status:
     mov ${MSR_SEV_STATUS}, %ecx
 sev_status_rdmsr:
     rdmsr
+sev_status_read:
     lidtl empty_idt_descriptor
     add $(14 * 8), %esp
     pop %edi
     ret
 
-# #GP during read_sev_status: only the RDMSR may fault; skip it and report 0.
+# #GP during read_sev_status: only the RDMSR may fault; report 0 and continue after it. The
+# handler drops the exception frame and jumps rather than IRETs: nothing in the frame needs
+# restoring (same CS, interrupts already off), and software virtualization such as kvm_pvm
+# cannot emulate a 32-bit IRET.
 sev_status_gp:
     cmpl $sev_status_rdmsr, 4(%esp) # EIP, above the error code
     jne 1f
-    addl $2, 4(%esp)                # RDMSR is 0F 32
-    add $4, %esp
+    add $16, %esp                   # error code, EIP, CS, EFLAGS
     xor %eax, %eax
     xor %edx, %edx
-    iret
+    jmp sev_status_read
 1:  mov $unexpected_gp, %esi
     jmp unsupported_cpu
 
