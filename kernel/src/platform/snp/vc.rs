@@ -358,11 +358,47 @@ const PLAIN: Extension = Extension::None;
 const CR4_OSXSAVE: u64 = 1 << 18;
 const CR4_PKE: u64 = 1 << 22;
 
+/// Size of the legacy XSAVE region and the XSAVE header.
+const XSAVE_BASE_SIZE: u32 = 576;
+
+/// Leaf 0xD sub-leaf 0 (standard format) or 1 (compacted) for the live XCR0 (XSS is 0: the
+/// kernel enables no supervisor state). Hypervisors fill these two entries for one XCR0 value
+/// only, so EBX — the XSAVE area size for the enabled features — is computed from the
+/// per-component sub-leaves (EAX size, EBX offset), as Linux does; `None` when the page lacks
+/// the leaf or an enabled component.
+fn xsave_leaf(table: &CpuidTable, subleaf: u32, xcr0: u64) -> Option<[u32; 4]> {
+    let entry = |ecx: u32| {
+        table
+            .entries()
+            .iter()
+            .find(|e| e.eax_in == 0xD && e.ecx_in == ecx)
+            .map(|e| e.out)
+    };
+    let mut out = entry(subleaf)?;
+    let mut size = XSAVE_BASE_SIZE;
+    for component in (2..64).filter(|bit| xcr0 & (1 << bit) != 0) {
+        let [component_size, offset, ..] = entry(component)?;
+        size = if subleaf == 0 {
+            size.max(offset.checked_add(component_size)?)
+        } else {
+            size.checked_add(component_size)?
+        };
+    }
+    out[1] = size;
+    Some(out)
+}
+
 /// CPUID (`leaf`, `subleaf`) from the validated table: zeros for a leaf the page lacks (a
 /// feature the PSP did not vouch for is absent), with the control-register mirror bits
-/// (leaf 1 ECX.OSXSAVE, leaf 7 ECX.OSPKE) taken from the live CR4.
+/// (leaf 1 ECX.OSXSAVE, leaf 7 ECX.OSPKE) taken from the live CR4 and the XSAVE sizes of leaf
+/// 0xD computed for the live XCR0.
 pub fn cpuid_answer(table: &CpuidTable, leaf: u32, subleaf: u32, xcr0: u64, cr4: u64) -> [u32; 4] {
-    let mut out = table.lookup(leaf, subleaf, xcr0, 0).unwrap_or([0; 4]);
+    let found = if leaf == 0xD && subleaf <= 1 {
+        xsave_leaf(table, subleaf, xcr0)
+    } else {
+        table.lookup(leaf, subleaf, xcr0, 0)
+    };
+    let mut out = found.unwrap_or([0; 4]);
     match (leaf, subleaf) {
         (1, _) => {
             out[2] = (out[2] & !(1 << 27)) | (u32::from(cr4 & CR4_OSXSAVE != 0) << 27);
@@ -560,8 +596,8 @@ mod tests {
     fn cpuid_comes_from_the_page_with_cr4_mirrors() {
         // A CPUID page: leaf 1 claims OSXSAVE (the hypervisor cannot make it true), leaf 7.
         let mut page = [0u8; 4096];
-        page[0] = 2;
-        let entries: [(u32, u32, [u32; 4]); 2] = [
+        page[0] = 7;
+        let entries: [(u32, u32, [u32; 4]); 7] = [
             (
                 1,
                 0,
@@ -573,6 +609,13 @@ mod tests {
                 ],
             ),
             (7, 0, [0, 0x219C_07AB, 1 << 4, 0]),
+            // Leaf 0xD as a hypervisor fills it (sizes for XCR0 = 1 only), then the AVX,
+            // opmask and ZMM_Hi256 components (size, offset).
+            (0xD, 0, [0xE7, 0x240, 0x988, 0]),
+            (0xD, 1, [0xF, 0x240, 0, 0]),
+            (0xD, 2, [0x100, 0x240, 0, 0]),
+            (0xD, 5, [0x40, 0x440, 0, 0]),
+            (0xD, 6, [0x200, 0x480, 0, 0]),
         ];
         for (i, (leaf, subleaf, out)) in entries.iter().enumerate() {
             let at = 16 + i * 48;
@@ -592,6 +635,21 @@ mod tests {
         assert_eq!(cpuid_answer(&table, 7, 0, 7, 0)[1], 0x219C_07AB);
         // Absent leaves (hypervisor leaves included) read as zeros.
         assert_eq!(cpuid_answer(&table, 0x4000_0000, 0, 7, 0), [0; 4]);
+        // XSAVE sizes follow the live XCR0: x87|SSE only, + AVX, + AVX-512 opmask/ZMM_Hi256;
+        // a component the page lacks (Hi16_ZMM, bit 7) makes the leaf unknown, hence zeros.
+        assert_eq!(cpuid_answer(&table, 0xD, 0, 0x3, 0), [0xE7, 576, 0x988, 0]);
+        assert_eq!(cpuid_answer(&table, 0xD, 0, 0x7, 0)[1], 0x240 + 0x100);
+        assert_eq!(cpuid_answer(&table, 0xD, 0, 0x67, 0)[1], 0x480 + 0x200);
+        assert_eq!(
+            cpuid_answer(&table, 0xD, 1, 0x67, 0)[1],
+            576 + 0x100 + 0x40 + 0x200
+        );
+        assert_eq!(cpuid_answer(&table, 0xD, 0, 0xE7, 0), [0; 4]);
+        assert_eq!(
+            cpuid_answer(&table, 0xD, 2, 0x7, 0),
+            [0x100, 0x240, 0, 0],
+            "component sub-leaves come from the page as they are"
+        );
 
         let p = planned(exit::CPUID, &[0x0F, 0xA2]).unwrap();
         assert_eq!(
