@@ -13,7 +13,7 @@ use ward_attestation::guest::snp::ghcb::PortDirection;
 /// # Safety
 /// The port must belong to a device whose side effects the caller wants.
 pub unsafe fn outb(port: u16, value: u8) {
-    if snp::ghcb_ready() {
+    if snp::port_route() != snp::PortRoute::Direct {
         snp::port_io(port, 1, PortDirection::Out, value.into());
         return;
     }
@@ -28,7 +28,7 @@ pub unsafe fn outb(port: u16, value: u8) {
 /// # Safety
 /// As [`outb`].
 pub unsafe fn outw(port: u16, value: u16) {
-    if snp::ghcb_ready() {
+    if snp::port_route() != snp::PortRoute::Direct {
         snp::port_io(port, 2, PortDirection::Out, value.into());
         return;
     }
@@ -43,7 +43,7 @@ pub unsafe fn outw(port: u16, value: u16) {
 /// # Safety
 /// As [`outb`].
 pub unsafe fn outl(port: u16, value: u32) {
-    if snp::ghcb_ready() {
+    if snp::port_route() != snp::PortRoute::Direct {
         snp::port_io(port, 4, PortDirection::Out, value);
         return;
     }
@@ -58,7 +58,7 @@ pub unsafe fn outl(port: u16, value: u32) {
 /// # Safety
 /// As [`outb`].
 pub unsafe fn inb(port: u16) -> u8 {
-    if snp::ghcb_ready() {
+    if snp::port_route() != snp::PortRoute::Direct {
         return snp::port_io(port, 1, PortDirection::In, 0) as u8;
     }
     let value: u8;

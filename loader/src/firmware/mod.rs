@@ -39,6 +39,7 @@ enum LoaderError {
     Paging(PagingError),
     Tdx(tdx::TdxError),
     Snp(snp::SnpError),
+    SnpRamAboveIdentityMap(u64),
 }
 
 impl fmt::Display for LoaderError {
@@ -70,6 +71,11 @@ impl fmt::Display for LoaderError {
             Self::Paging(e) => write!(f, "page tables: {e}"),
             Self::Tdx(e) => write!(f, "TDX: {e}"),
             Self::Snp(e) => write!(f, "SEV-SNP: {e}"),
+            Self::SnpRamAboveIdentityMap(top) => write!(
+                f,
+                "SEV-SNP: RAM reaches {top:#x}, above the {:#x} the loader maps and validates",
+                paging::MAX_IDENTITY_TOP
+            ),
         }
     }
 }
@@ -124,7 +130,7 @@ extern "sysv64" fn loader_main(sev_status: u64, c_bit: u64) -> ! {
 /// Reports failure to QEMU's isa-debug-exit device (if present) and halts; under SNP asks the
 /// hypervisor to terminate the guest.
 fn fail() -> ! {
-    if snp::ghcb_ready() {
+    if snp::port_route() != snp::PortRoute::Direct {
         snp::terminate(ward_attestation::guest::snp::ghcb_msr::TerminationReason::General);
     }
     // SAFETY: writing the isa-debug-exit port ends the VM under test; elsewhere the port is unused.
@@ -290,6 +296,10 @@ fn run(guest: Guest, pool: TablePool) -> Result<core::convert::Infallible, Loade
     );
 
     let top_of_ram = memory::top_of_ram(&memory_map).max(IMAGE_END);
+    // PVALIDATE needs a mapping, and usable RAM that was never validated would kill the kernel.
+    if top_of_ram > paging::MAX_IDENTITY_TOP && matches!(guest, Guest::Snp(_)) {
+        return Err(LoaderError::SnpRamAboveIdentityMap(top_of_ram));
+    }
     if top_of_ram > paging::MAX_IDENTITY_TOP {
         warn!(
             "RAM above {:#x} is not identity-mapped",

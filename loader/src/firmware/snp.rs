@@ -41,6 +41,8 @@ pub const GHCB_RANGE: Range<u64> = GHCB_PAGE..GHCB_PAGE + PAGE_SIZE;
 // The GHCB lies in the boot tables' first 2 MiB page, the one `set_up_ghcb` splits.
 const _: () = assert!(GHCB_PAGE + PAGE_SIZE <= LARGE_PAGE_SIZE);
 
+/// Set once SEV_STATUS shows SEV-ES or SNP: from then on a plain port access would raise #VC.
+static SEV_ES_ACTIVE: AtomicBool = AtomicBool::new(false);
 /// Set once the GHCB is registered and mapped: from then on port I/O goes through it.
 static GHCB_READY: AtomicBool = AtomicBool::new(false);
 
@@ -135,6 +137,9 @@ impl Snp {
             == 0
         {
             return Ok(None);
+        }
+        if sev_status & (protocol::SEV_STATUS_SEV_ES | protocol::SEV_STATUS_SEV_SNP) != 0 {
+            SEV_ES_ACTIVE.store(true, Ordering::SeqCst);
         }
         // SAFETY: the CPUID page is launch-validated loader RAM, identity-mapped private by the
         // boot tables and never written by the loader.
@@ -319,9 +324,27 @@ pub fn terminate(reason: TerminationReason) -> ! {
     cpu::halt_forever()
 }
 
-/// Whether port I/O must go through the GHCB.
-pub fn ghcb_ready() -> bool {
-    GHCB_READY.load(Ordering::Relaxed)
+/// How a port access must be made.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum PortRoute {
+    /// The IN/OUT instruction (no SEV-ES/SNP).
+    Direct,
+    /// A GHCB IOIO exit.
+    Ghcb,
+    /// None yet (SEV-ES/SNP before the GHCB is set up, e.g. a panic during detection): the
+    /// access would raise #VC with no handler.
+    Unavailable,
+}
+
+/// How port I/O must be done now.
+pub fn port_route() -> PortRoute {
+    if GHCB_READY.load(Ordering::Relaxed) {
+        PortRoute::Ghcb
+    } else if SEV_ES_ACTIVE.load(Ordering::Relaxed) {
+        PortRoute::Unavailable
+    } else {
+        PortRoute::Direct
+    }
 }
 
 /// The shared GHCB page, accessed only with volatile reads and writes (the host may change it
@@ -361,6 +384,9 @@ impl GhcbMemory for SharedGhcbPage {
 /// read (0 for OUT). The value read is the host's, as it would be without SNP: the callers
 /// (fw_cfg parsing, the UART status) bound it.
 pub fn port_io(port: u16, size: u8, direction: PortDirection, value: u32) -> u32 {
+    if port_route() == PortRoute::Unavailable {
+        terminate(TerminationReason::General);
+    }
     match try_port_io(port, size, direction, value) {
         Ok(read) => read,
         // Nothing can report this (the serial port is what failed): end the guest.
