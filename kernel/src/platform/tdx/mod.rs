@@ -24,7 +24,7 @@
 //! `start_application_processor` keeps the trait's `Unsupported`, and the kernel runs on the
 //! boot CPU.
 //!
-//! The protocol logic ([`ve`], [`convert`], [`quote`]) runs over the [`TdCall`] trait and is
+//! The protocol logic ([`setup`], [`ve`], [`convert`], [`quote`]) runs over the [`TdCall`] trait and is
 //! tested on the host against simulated TDX modules and hosts; only the TDCALL instruction and
 //! the entry stub are bare-metal.
 
@@ -36,6 +36,7 @@ mod hardware;
 #[cfg(target_os = "none")]
 pub mod platform;
 pub mod quote;
+pub mod setup;
 pub mod ve;
 
 #[cfg(target_os = "none")]

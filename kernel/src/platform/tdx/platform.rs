@@ -4,7 +4,8 @@ use super::convert;
 use super::entry;
 use super::hardware::TdxModule;
 use super::quote::{self, STATUS_OFFSET, WaitBounds};
-use super::{ATTRIBUTE_SEPT_VE_DISABLE, TdCall, TdxError, XSAVE_AREA_BYTES};
+use super::setup::{self, ConfigBinding};
+use super::{TdCall, TdxError};
 use crate::arch::cpu_features::CpuFeatures;
 use crate::arch::{random, tsc};
 use crate::mm::address::PhysRange;
@@ -16,7 +17,6 @@ use alloc::string::ToString;
 use core::arch::x86_64::__cpuid_count;
 use log::{info, warn};
 use spin::Mutex;
-use ward_attestation::guest::binding::{self, BindingError};
 use ward_attestation::guest::provider::{TdxEvidence, TdxTransport, TransportError};
 use ward_attestation::guest::tdx::getquote::TDREPORT_LEN;
 use ward_attestation::guest::tdx::rtmr::MODEL_RTMR;
@@ -139,35 +139,18 @@ impl Tdx {
         }
         let mut registers = tdcall::vp_info();
         TdxModule.call(&mut registers);
-        let td = tdcall::decode_vp_info(&registers).map_err(TdxError::VpInfo)?;
+        let td = setup::check_vp_info(&registers, platform_info.encryption_mask)?;
         let shared_mask = td.shared_mask();
-        if shared_mask != platform_info.encryption_mask {
-            return Err(TdxError::SharedBitMismatch {
-                loader: platform_info.encryption_mask,
-                module: shared_mask,
-            });
-        }
-        if td.attributes & ATTRIBUTE_SEPT_VE_DISABLE == 0 {
-            return Err(TdxError::SeptVeEnabled {
-                attributes: td.attributes,
-            });
-        }
-        let xsave_bytes = __cpuid_count(0xD, 0).ebx;
-        if xsave_bytes > XSAVE_AREA_BYTES {
-            return Err(TdxError::XsaveTooLarge { bytes: xsave_bytes });
-        }
+        setup::check_xsave_size(__cpuid_count(0xD, 0).ebx)?;
         if td.debug() {
             warn!(
                 "TDX: this is a debug TD: the host can read its memory; verifiers refuse its quotes"
             );
         }
         let report = tdreport(&[0; 64]).map_err(TdxError::Report)?;
-        match config {
-            Some(bytes) => binding::check_tdx(&report, bytes).map_err(|e| match e {
-                BindingError::Mismatch => TdxError::ConfigMismatch,
-                BindingError::Evidence(_) => TdxError::OwnReportMalformed,
-            })?,
-            None => warn!("TDX: no deployment configuration, so MRCONFIGID is not checked"),
+        let binding = setup::check_config(&report, config)?;
+        if binding == ConfigBinding::Absent {
+            warn!("TDX: no deployment configuration, so MRCONFIGID is not checked");
         }
         entry::arm(shared_mask);
         info!(
@@ -175,10 +158,9 @@ impl Tdx {
             td.gpa_width,
             td.num_vcpus,
             td.max_vcpus,
-            if config.is_some() {
-                "bound to MRCONFIGID"
-            } else {
-                "absent"
+            match binding {
+                ConfigBinding::Bound => "bound to MRCONFIGID",
+                ConfigBinding::Absent => "absent",
             }
         );
         Ok(Self {
