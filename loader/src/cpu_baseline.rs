@@ -8,6 +8,7 @@
 //! cross-checked by this host-tested code.
 
 use core::fmt;
+use ward_attestation::guest::snp::cpuid_page::CpuidTable;
 
 /// CPUID.1:ECX bits the target baseline needs: SSE3, PCLMULQDQ, SSSE3, FMA, SSE4.1, SSE4.2, MOVBE,
 /// POPCNT, AES, XSAVE, AVX, F16C.
@@ -95,6 +96,22 @@ pub fn required_xcr0(mut cpuid: impl FnMut(u32, u32) -> [u32; 4]) -> Result<u32,
         Ok(XCR0_AVX)
     }
 }
+
+/// CPUID as the boot path answers it under SNP (`firmware/cpuid_page.s`): the validated page's
+/// first entry for `leaf` (and `subleaf`, for the indexed leaves 7 and 0xD only; leaf 0xD's
+/// XCR0/XSS-dependent sizes are ignored, only its supported-state mask is used), zeros when the
+/// page has none.
+pub fn boot_cpuid(table: &CpuidTable, leaf: u32, subleaf: u32) -> [u32; 4] {
+    table
+        .entries()
+        .iter()
+        .find(|e| e.eax_in == leaf && (!matches!(leaf, 7 | 0xD) || e.ecx_in == subleaf))
+        .map_or([0; 4], |e| e.out)
+}
+
+#[cfg(all(test, target_os = "linux", target_arch = "x86_64"))]
+#[path = "cpuid_page_asm_tests.rs"]
+mod asm_tests;
 
 #[cfg(test)]
 mod tests {

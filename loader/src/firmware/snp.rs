@@ -166,8 +166,10 @@ impl Snp {
         ghcb_msr::decode_hv_features(msr_protocol(ghcb_msr::hv_features_request()))
             .map_err(SnpError::Protocol)?;
         let snp = Self { c_bit, cpuid };
-        let expected = cpu_baseline::required_xcr0(|leaf, subleaf| snp.boot_cpuid(leaf, subleaf))
-            .map_err(SnpError::Baseline)?;
+        let expected = cpu_baseline::required_xcr0(|leaf, subleaf| {
+            cpu_baseline::boot_cpuid(&snp.cpuid, leaf, subleaf)
+        })
+        .map_err(SnpError::Baseline)?;
         let enabled = cpu::xcr0();
         if enabled != u64::from(expected) {
             return Err(SnpError::Xcr0 { expected, enabled });
@@ -179,16 +181,6 @@ impl Snp {
     /// The C-bit mask for page-table entries of private memory.
     pub fn encryption_mask(&self) -> u64 {
         1 << self.c_bit
-    }
-
-    /// CPUID as the boot assembly answers it: the validated page's entry (sub-leaf matched for
-    /// leaves 7 and 0xD only, leaf 0xD's XCR0-dependent sizes ignored), zeros when absent.
-    fn boot_cpuid(&self, leaf: u32, subleaf: u32) -> [u32; 4] {
-        self.cpuid
-            .entries()
-            .iter()
-            .find(|e| e.eax_in == leaf && (!matches!(leaf, 7 | 0xD) || e.ecx_in == subleaf))
-            .map_or([0; 4], |e| e.out)
     }
 
     /// Whether 1 GiB pages exist, from the validated CPUID page (never from the host).
