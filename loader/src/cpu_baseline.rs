@@ -97,7 +97,7 @@ pub fn required_xcr0(mut cpuid: impl FnMut(u32, u32) -> [u32; 4]) -> Result<u32,
     }
 }
 
-/// CPUID as the boot path answers it under SNP (`firmware/cpuid_page.s`): the validated page's
+/// CPUID as the boot path answers it under SNP (`firmware/snp_early.s`): the validated page's
 /// first entry for `leaf` (and `subleaf`, for the indexed leaves 7 and 0xD only; leaf 0xD's
 /// XCR0/XSS-dependent sizes are ignored, only its supported-state mask is used), zeros when the
 /// page has none.
@@ -110,7 +110,7 @@ pub fn boot_cpuid(table: &CpuidTable, leaf: u32, subleaf: u32) -> [u32; 4] {
 }
 
 #[cfg(all(test, target_os = "linux", target_arch = "x86_64"))]
-#[path = "cpuid_page_asm_tests.rs"]
+#[path = "snp_early_asm_tests.rs"]
 mod asm_tests;
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ pub const EXIT_FAILURE: u32 = 0x10;
 
 core::arch::global_asm!(
     include_str!("boot.s"),
-    include_str!("cpuid_page.s"),
+    include_str!("snp_early.s"),
     CODE32 = const CODE32_SELECTOR,
     DATA = const DATA_SELECTOR,
     CODE64 = const CODE64_SELECTOR,

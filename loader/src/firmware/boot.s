@@ -252,39 +252,17 @@ sev_status_gp:
 1:  mov $unexpected_gp, %esi
     jmp unsupported_cpu
 
-# EAX = the C-bit position from the validated CPUID page (leaf 0x8000001F EBX[5:0]), which must
-# be in [32, 63] and equal the hypervisor's claim (GHCB MSR protocol SEV information request,
-# whose protocol range must include version 2); otherwise the guest terminates itself.
+# EAX = the C-bit position: asks the hypervisor (GHCB MSR protocol SEV information request)
+# and checks its answer against the validated CPUID page in snp_checked_c_bit (snp_early.s);
 # attestation::guest::snp::detect makes the same decision again in Rust.
 snp_c_bit:
-    mov $0x8000001F, %eax
-    xor %ecx, %ecx
-    call cpuid_page_lookup
-    and $0x3F, %ebx
-    cmp $32, %ebx
-    jb snp_terminate
-    mov %ebx, %esi
     mov ${MSR_GHCB}, %ecx
     mov ${GHCB_SEV_INFO_REQUEST}, %eax
     xor %edx, %edx
     wrmsr
     .byte 0xF3, 0x0F, 0x01, 0xD9    # VMGEXIT
     rdmsr
-    mov %eax, %ebx
-    and $0xFFF, %ebx
-    cmp ${GHCB_SEV_INFO_RESPONSE}, %ebx
-    jne snp_terminate
-    mov %edx, %ebx
-    and $0xFFFF, %ebx               # lowest protocol version
-    cmp ${GHCB_PROTOCOL_VERSION}, %ebx
-    ja snp_terminate_protocol
-    shr $16, %edx                   # highest protocol version
-    cmp ${GHCB_PROTOCOL_VERSION}, %edx
-    jb snp_terminate_protocol
-    shr $24, %eax                   # the hypervisor's C-bit position
-    cmp %eax, %esi
-    jne snp_terminate
-    ret
+    jmp snp_checked_c_bit
 
 # SEV without SNP is refused (no memory integrity). Under SEV-ES port I/O would raise #VC, so
 # the guest asks the hypervisor to terminate it; under plain SEV it can still say why.
@@ -319,7 +297,7 @@ early_cpuid:
     cpuid
     ret
 
-# cpuid_page_lookup is in cpuid_page.s (host-tested in 32-bit mode).
+# cpuid_page_lookup is in snp_early.s (host-tested in 32-bit mode).
 
 # Prints "ward loader: unsupported CPU: " and the message at %esi, then stops. Under SNP the
 # serial port is out of reach (port I/O raises #VC): terminate instead.

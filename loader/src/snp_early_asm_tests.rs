@@ -1,5 +1,6 @@
-//! Runs the boot path's 32-bit CPUID page lookup (`firmware/cpuid_page.s`) on the host, in
-//! compatibility mode, and checks it answers exactly as [`super::boot_cpuid`] over the same page.
+//! Runs the boot path's 32-bit SNP routines (`firmware/snp_early.s`) on the host, in
+//! compatibility mode: the CPUID page lookup must answer exactly as [`super::boot_cpuid`] over the
+//! same page, and the C-bit check must decide as `ghcb_msr::decode_sev_info` and `snp::detect`.
 //!
 //! A 64-bit Linux process can run 32-bit code by far-jumping to the kernel's 32-bit user code
 //! segment (selector 0x23) and back to the 64-bit one (0x33); the code, its stack and the data it
@@ -11,6 +12,8 @@ use super::{boot_cpuid, required_xcr0};
 use crate::layout::SNP_CPUID_PAGE;
 use std::sync::Mutex;
 use ward_attestation::guest::snp::cpuid_page::{CpuidEntry, CpuidTable, MAX_ENTRIES};
+use ward_attestation::guest::snp::ghcb_msr::{self, MsrProtocolError, PROTOCOL_VERSION};
+use ward_attestation::guest::snp::{self as snp, SnpDetection};
 
 core::arch::global_asm!(
     r#"
@@ -19,7 +22,8 @@ core::arch::global_asm!(
 .global ward_lookup32_start
 ward_lookup32_start:
 .code64
-# (rdi = io: [leaf, subleaf, eax, ebx, ecx, edx, terminated, _] as u32, below 4 GiB)
+# rdi = io, below 4 GiB, as u32: [routine (0 lookup, 1 C-bit), input EAX, input ECX/EDX,
+# output EAX, EBX, ECX, EDX, refusal (0 none, 1 snp_terminate, 2 snp_terminate_protocol)]
     push %rbx
     push %rbp
     push %r12
@@ -38,13 +42,18 @@ lookup32_entry:
     mov %ss, %eax
     mov %eax, %ds
     mov %eax, %es
-    mov 0(%ebp), %eax
-    mov 4(%ebp), %ecx
+    mov 4(%ebp), %eax
+    mov 8(%ebp), %ecx
+    mov 8(%ebp), %edx
+    cmpl $0, 0(%ebp)
+    jne 2f
     call cpuid_page_lookup
-    mov %eax, 8(%ebp)
-    mov %ebx, 12(%ebp)
-    mov %ecx, 16(%ebp)
-    mov %edx, 20(%ebp)
+    jmp 3f
+2:  call snp_checked_c_bit
+3:  mov %eax, 12(%ebp)
+    mov %ebx, 16(%ebp)
+    mov %ecx, 20(%ebp)
+    mov %edx, 24(%ebp)
 lookup32_back:
     call 1f
 1:  pop %eax
@@ -52,9 +61,12 @@ lookup32_back:
     push $0x33
     push %eax
     lret
-# The firmware asks the hypervisor to end the guest here; the test records it.
+# The firmware asks the hypervisor to end the guest here; the test records which.
 snp_terminate:
-    movl $1, 24(%ebp)
+    movl $1, 28(%ebp)
+    jmp lookup32_back
+snp_terminate_protocol:
+    movl $2, 28(%ebp)
     jmp lookup32_back
 .code64
 lookup32_return:
@@ -67,7 +79,7 @@ lookup32_return:
     pop %rbx
     ret
 "#,
-    include_str!("firmware/cpuid_page.s"),
+    include_str!("firmware/snp_early.s"),
     r#"
 .balign 8
 lookup32_saved_rsp:
@@ -82,6 +94,8 @@ ward_lookup32_end:
 "#,
     SNP_CPUID_PAGE = const SNP_CPUID_PAGE,
     CPUID_PAGE_MAX_ENTRIES = const MAX_ENTRIES,
+    GHCB_SEV_INFO_RESPONSE = const 0x001,
+    GHCB_PROTOCOL_VERSION = const PROTOCOL_VERSION,
     options(att_syntax)
 );
 
@@ -161,31 +175,77 @@ fn low() -> &'static Low {
     })
 }
 
-/// The routine's answer for (`leaf`, `subleaf`) over `page`, or `None` when it refused the page.
-fn lookup32(page: &[u8; 4096], leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+/// How a routine ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    /// Returned with EAX..EDX.
+    Returned([u32; 4]),
+    /// Went to `snp_terminate`.
+    Terminated,
+    /// Went to `snp_terminate_protocol`.
+    TerminatedProtocol,
+}
+
+/// Runs routine `routine` (0 lookup, 1 C-bit check) with the CPUID page `page`.
+fn run32(page: &[u8; 4096], routine: u32, eax: u32, ecx_edx: u32) -> Outcome {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _guard = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let low = low();
     // SAFETY: both mappings are this module's, live for the process, and only used under the
     // lock; the harness is called with the System V ABI it implements (callee-saved registers
     // restored, io pointer in rdi).
-    unsafe {
+    let out = unsafe {
         core::ptr::copy_nonoverlapping(page.as_ptr(), SNP_CPUID_PAGE as *mut u8, 4096);
         let io = low.io as *mut [u32; 8];
         io.write([
-            leaf,
-            subleaf,
+            routine,
+            eax,
+            ecx_edx,
             0xAAAA_AAAA,
             0xBBBB_BBBB,
             0xCCCC_CCCC,
             0xDDDD_DDDD,
             0,
-            0,
         ]);
         let call: extern "sysv64" fn(*mut [u32; 8]) = core::mem::transmute(low.entry as usize);
         call(io);
-        let out = io.read();
-        (out[6] == 0).then(|| [out[2], out[3], out[4], out[5]])
+        io.read()
+    };
+    match out[7] {
+        0 => Outcome::Returned([out[3], out[4], out[5], out[6]]),
+        1 => Outcome::Terminated,
+        _ => Outcome::TerminatedProtocol,
+    }
+}
+
+/// The lookup's answer for (`leaf`, `subleaf`) over `page`, or `None` when it refused the page.
+fn lookup32(page: &[u8; 4096], leaf: u32, subleaf: u32) -> Option<[u32; 4]> {
+    match run32(page, 0, leaf, subleaf) {
+        Outcome::Returned(r) => Some(r),
+        _ => None,
+    }
+}
+
+/// The C-bit check's outcome for the SEV information `response` over `page`.
+fn c_bit32(page: &[u8; 4096], response: u64) -> Outcome {
+    match run32(page, 1, response as u32, (response >> 32) as u32) {
+        Outcome::Returned(r) => Outcome::Returned([r[0], 0, 0, 0]),
+        other => other,
+    }
+}
+
+/// What the Rust side decides for the same inputs (the SEV_STATUS of an SNP guest).
+fn c_bit_reference(page: &[u8; 4096], response: u64) -> Outcome {
+    let table = CpuidTable::parse(page).unwrap();
+    let info = match ghcb_msr::decode_sev_info(response) {
+        Ok(info) => info,
+        Err(MsrProtocolError::UnsupportedVersion { .. }) => return Outcome::TerminatedProtocol,
+        Err(_) => return Outcome::Terminated,
+    };
+    let ebx = boot_cpuid(&table, snp::CPUID_SEV_LEAF, 0)[1];
+    match snp::detect(0x7, ebx, info.c_bit) {
+        Ok(SnpDetection::Snp { c_bit }) => Outcome::Returned([c_bit.into(), 0, 0, 0]),
+        _ => Outcome::Terminated,
     }
 }
 
@@ -312,4 +372,64 @@ fn the_assembly_refuses_an_oversized_table() {
     assert_eq!(lookup32(&page, 1, 0), None);
     page[0..4].copy_from_slice(&u32::MAX.to_le_bytes());
     assert_eq!(lookup32(&page, 1, 0), None);
+}
+
+/// An SEV information response: protocol `min..=max`, C-bit `c_bit`, GHCBInfo `info`.
+fn sev_info(min: u16, max: u16, c_bit: u8, info: u16) -> u64 {
+    (u64::from(max) << 48) | (u64::from(min) << 32) | (u64::from(c_bit) << 24) | u64::from(info)
+}
+
+#[test]
+fn the_c_bit_check_decides_as_the_rust_side() {
+    let with_c_bit = |ebx: u32| {
+        page_with(&[
+            entry(1, 0, 0, [0x00A1_0F11, 0, 0, 0]),
+            entry(0x8000_001F, 0, 0, [0x1_0003, ebx, 0x1FD, 1]),
+        ])
+    };
+    let pages = [
+        with_c_bit(0x173),
+        with_c_bit(0x16F),
+        with_c_bit(0x17F),
+        with_c_bit(0x160),
+        with_c_bit(0x150),
+        with_c_bit(0x0),
+        page_with(&[entry(1, 0, 0, [0; 4])]),
+    ];
+    let mut seen = [0usize; 3];
+    for page in &pages {
+        for c_bit in [51u8, 47, 63, 32, 16, 0, 255] {
+            for (min, max) in [(1, 2), (2, 2), (2, 5), (1, 1), (3, 4), (0, 0xFFFF)] {
+                for info in [0x001u16, 0x005, 0x002, 0x101] {
+                    let response = sev_info(min, max, c_bit, info) | 0x00F0_0000;
+                    let expected = c_bit_reference(page, response);
+                    assert_eq!(
+                        c_bit32(page, response),
+                        expected,
+                        "response {response:#x}, page C-bit {:#x}",
+                        boot_cpuid(&CpuidTable::parse(page).unwrap(), 0x8000_001F, 0)[1]
+                    );
+                    seen[match expected {
+                        Outcome::Returned(_) => 0,
+                        Outcome::Terminated => 1,
+                        Outcome::TerminatedProtocol => 2,
+                    }] += 1;
+                }
+            }
+        }
+    }
+    // Every outcome occurs; the accepted ones are exactly the agreeing plausible positions.
+    assert!(seen.iter().all(|&n| n > 0), "{seen:?}");
+    assert_eq!(
+        c_bit32(&pages[0], sev_info(1, 2, 51, 1)),
+        Outcome::Returned([51, 0, 0, 0])
+    );
+    assert_eq!(
+        c_bit32(&pages[0], sev_info(1, 2, 47, 1)),
+        Outcome::Terminated
+    );
+    assert_eq!(
+        c_bit32(&pages[0], sev_info(3, 4, 51, 1)),
+        Outcome::TerminatedProtocol
+    );
 }
