@@ -3,12 +3,13 @@
 use super::convert;
 use super::entry;
 use super::hardware::TdxModule;
-use super::quote::{self, STATUS_OFFSET, WaitBounds};
+use super::quote::{self, QuoteError, STATUS_OFFSET, SharedQuoteBuffer, WaitBounds};
 use super::setup::{self, ConfigBinding};
 use super::{TdCall, TdxError};
 use crate::arch::cpu_features::CpuFeatures;
 use crate::arch::{random, tsc};
-use crate::mm::address::PhysRange;
+use crate::mm::address::{PAGE_SIZE, PhysRange};
+use crate::mm::shared_pool::SharedBuffer;
 use crate::platform::{Evidence, Platform, PlatformError, check_pages};
 use crate::report::Hex;
 use alloc::boxed::Box;
@@ -76,44 +77,69 @@ impl TdxTransport for QuoteTransport {
     }
 
     fn get_quote(&mut self, buffer: &mut [u8]) -> Result<(), TransportError> {
-        let failed =
-            |what: &str, e: &dyn core::fmt::Display| TransportError(format!("{what}: {e}"));
+        let failed = |e: &dyn core::fmt::Display| TransportError(format!("GetQuote: {e}"));
         let pool = crate::boot::SHARED_POOL
             .get()
             .ok_or_else(|| TransportError("no shared pool".to_string()))?;
-        let shared = pool
-            .allocate(
-                buffer
-                    .len()
-                    .div_ceil(crate::mm::address::PAGE_SIZE as usize),
-            )
-            .map_err(|e| failed("GetQuote buffer", &e))?;
-        shared
-            .copy_in(0, buffer)
-            .map_err(|e| failed("GetQuote buffer", &e))?;
-        let gpa = shared.phys().as_u64() | self.shared_mask;
-        quote::request(&mut TdxModule, gpa, shared.len() as u64)
-            .map_err(|e| failed("GetQuote", &e))?;
-        let status_pointer = shared.as_ptr().as_ptr().wrapping_add(STATUS_OFFSET) as *const u64;
-        let status = || {
-            // SAFETY: the status field lies inside this buffer's mapped shared pages and is
-            // 8-byte aligned (the buffer is page aligned); the read is volatile because the
-            // host changes it, and no reference to the shared memory is made.
-            unsafe { core::ptr::read_volatile(status_pointer) }
+        let pages = pool
+            .allocate(buffer.len().div_ceil(PAGE_SIZE as usize))
+            .map_err(|e| failed(&e))?;
+        let mut shared = PoolQuoteBuffer {
+            pages,
+            shared_mask: self.shared_mask,
         };
         let pause = || {
             for _ in 0..PAUSES_PER_POLL {
                 core::hint::spin_loop();
             }
         };
-        if let Err(e) = quote::wait(status, tsc::micros_since_start, pause, QUOTE_WAIT) {
+        let result = quote::exchange(
+            &mut TdxModule,
+            &mut shared,
+            buffer,
+            tsc::micros_since_start,
+            pause,
+            QUOTE_WAIT,
+        );
+        if let Err(QuoteError::TimedOut { .. }) = result {
             // The host may still write into these pages later: they never go back to the pool.
             core::mem::forget(shared);
-            return Err(failed("GetQuote", &e));
         }
-        shared
-            .copy_out(0, buffer)
-            .map_err(|e| failed("GetQuote buffer", &e))
+        result.map_err(|e| failed(&e))
+    }
+}
+
+/// The GetQuote buffer in pages of the shared pool.
+struct PoolQuoteBuffer<'pool> {
+    pages: SharedBuffer<'pool>,
+    shared_mask: u64,
+}
+
+impl SharedQuoteBuffer for PoolQuoteBuffer<'_> {
+    fn shared_gpa(&self) -> u64 {
+        self.pages.phys().as_u64() | self.shared_mask
+    }
+
+    fn size_bytes(&self) -> usize {
+        self.pages.len()
+    }
+
+    fn copy_in(&mut self, bytes: &[u8]) -> Result<(), QuoteError> {
+        self.pages.copy_in(0, bytes).map_err(|_| QuoteError::Buffer)
+    }
+
+    fn copy_out(&self, bytes: &mut [u8]) -> Result<(), QuoteError> {
+        self.pages
+            .copy_out(0, bytes)
+            .map_err(|_| QuoteError::Buffer)
+    }
+
+    fn status(&self) -> u64 {
+        let field = self.pages.as_ptr().as_ptr().wrapping_add(STATUS_OFFSET) as *const u64;
+        // SAFETY: the status field lies inside these mapped shared pages and is 8-byte aligned
+        // (the buffer is page aligned); the read is volatile because the host changes it, and
+        // no reference to the shared memory is made.
+        unsafe { core::ptr::read_volatile(field) }
     }
 }
 
