@@ -5,7 +5,6 @@
 
 use super::ghcb_slot;
 use super::vc::{self, Answer, Plan, Request, VcError, VcFrame};
-use crate::arch::paging::layout::HIGH_MMIO;
 use crate::drivers::pci::ecam::{Q35_ECAM_BASE, Q35_ECAM_SIZE};
 use crate::exit::{DEBUG_EXIT_PORT, ExitCode};
 use core::arch::{asm, global_asm};
@@ -15,6 +14,12 @@ use ward_attestation::guest::snp::ghcb::{self, Ghcb, GhcbError, PortDirection};
 use ward_attestation::guest::snp::ghcb_msr::TerminationReason;
 
 global_asm!(include_str!("vc.s"), handler = sym ward_vc_handler);
+
+const _: () = assert!(
+    vc::MMIO_WINDOWS[0].0 == Q35_ECAM_BASE
+        && vc::MMIO_WINDOWS[0].1 == Q35_ECAM_BASE + Q35_ECAM_SIZE,
+    "the #VC MMIO window must be the ECAM the kernel maps"
+);
 
 unsafe extern "C" {
     fn ward_vc_entry();
@@ -26,13 +31,6 @@ unsafe extern "C" {
 pub fn entry_address() -> u64 {
     ward_vc_entry as *const () as u64
 }
-
-/// The kernel's MMIO mappings (`arch::paging::kernel_space`): the only places an MMIO #VC
-/// may come from.
-const MMIO_WINDOWS: [(u64, u64); 2] = [
-    (Q35_ECAM_BASE, Q35_ECAM_BASE + Q35_ECAM_SIZE),
-    (HIGH_MMIO.start.as_u64(), HIGH_MMIO.end.as_u64()),
-];
 
 /// The bytes at `rip`, which must lie in the kernel's text (read-only, private).
 fn instruction_bytes(rip: u64) -> Result<&'static [u8], VcError> {
@@ -133,7 +131,7 @@ fn answer(plan: &Plan) -> Result<Answer, VcError> {
 
 fn handle(frame: &mut VcFrame) -> Result<(), VcError> {
     let bytes = instruction_bytes(frame.rip)?;
-    let plan = vc::plan(frame.error_code, bytes, frame, &MMIO_WINDOWS)?;
+    let plan = vc::plan(frame.error_code, bytes, frame, &vc::MMIO_WINDOWS)?;
     let answer = answer(&plan)?;
     vc::complete(&plan, answer, frame);
     Ok(())

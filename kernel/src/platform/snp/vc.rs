@@ -20,6 +20,7 @@
 //! [`operand`]: super::operand
 
 use super::operand::{self, OperandError};
+use crate::arch::paging::layout::HIGH_MMIO;
 use core::fmt;
 use ward_attestation::guest::insn::{
     self, DecodeError, Extension, Gpr, Instruction, Port, StoreSource,
@@ -35,6 +36,15 @@ pub mod exit {
     /// Nested page fault: MMIO (the hypervisor marks MMIO pages so that access raises #VC).
     pub const NPF: u64 = 0x400;
 }
+
+/// The kernel's MMIO mappings (`arch::paging::kernel_space`), `[start, end)`: the only places
+/// an MMIO #VC may come from. Both are identity-mapped, so a linear address in them is its GPA.
+/// The first is q35's ECAM (`drivers::pci::ecam`, bare metal only: `handler.rs` checks the two
+/// agree at compile time).
+pub const MMIO_WINDOWS: [(u64, u64); 2] = [
+    (0xB000_0000, 0xC000_0000),
+    (HIGH_MMIO.start.as_u64(), HIGH_MMIO.end.as_u64()),
+];
 
 /// The interrupted state as `vc.s` saves it: the general-purpose registers it pushes, then
 /// the error code and the interrupt frame the CPU pushed.
@@ -415,7 +425,39 @@ pub fn cpuid_answer(table: &CpuidTable, leaf: u32, subleaf: u32, xcr0: u64, cr4:
 mod tests {
     use super::*;
 
-    const WINDOWS: [(u64, u64); 2] = [(0xB000_0000, 0xC000_0000), (0xFE00_0000, 0x1_0000_0000)];
+    const WINDOWS: [(u64, u64); 2] = MMIO_WINDOWS;
+
+    #[test]
+    fn mmio_windows_cover_the_devices_the_kernel_maps() {
+        use crate::drivers::virtio::pci::bars::{BAR_WINDOW_END, BAR_WINDOW_START};
+        let inside = |a: u64, b: u64| WINDOWS.iter().any(|&(s, e)| s <= a && b <= e);
+        assert!(inside(BAR_WINDOW_START, BAR_WINDOW_END), "virtio BARs");
+        assert!(inside(0xFEE0_0000, 0xFEE0_1000), "xAPIC");
+        assert!(inside(0xB000_0000, 0xC000_0000), "ECAM, 256 buses");
+        assert!(!inside(0x10_0000, 0x10_1000), "RAM is not MMIO");
+    }
+
+    /// `vc.s` pushes RAX first and R15 last, under the error code the CPU pushed.
+    #[test]
+    fn frame_layout_matches_the_entry_stub() {
+        use core::mem::{offset_of, size_of};
+        assert_eq!(offset_of!(VcFrame, r15), 0);
+        assert_eq!(offset_of!(VcFrame, rbp), 8 * 8);
+        assert_eq!(offset_of!(VcFrame, rax), 14 * 8);
+        assert_eq!(offset_of!(VcFrame, error_code), 15 * 8);
+        assert_eq!(offset_of!(VcFrame, rip), 16 * 8);
+        assert_eq!(offset_of!(VcFrame, ss), 20 * 8);
+        assert_eq!(size_of::<VcFrame>(), 21 * 8);
+        let mut frame = VcFrame::default();
+        for i in 0..16 {
+            *frame.gpr_mut(i) = u64::from(i) + 100;
+        }
+        assert_eq!(
+            (frame.rax, frame.rsp, frame.rdi, frame.r15),
+            (100, 104, 107, 115)
+        );
+        assert_eq!(frame.gpr(13), 113);
+    }
 
     fn frame() -> VcFrame {
         VcFrame {
