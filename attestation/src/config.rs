@@ -10,6 +10,10 @@
 
 use core::fmt;
 
+mod bench;
+
+pub use bench::{BenchConfig, MAX_BENCH_REPETITIONS, MAX_BENCH_SLOT_COUNTS, MAX_BENCH_TOKENS};
+
 /// Longest configuration accepted, in bytes. A real one is a few hundred bytes.
 pub const MAX_CONFIG_LEN: usize = 4096;
 /// Default number of inference slots (DESIGN §14).
@@ -77,6 +81,9 @@ pub struct Config {
     /// Test-only: run the SMP self-test (a sum split across every CPU, checked against the
     /// serial sum) at boot; `false` in every real deployment.
     pub test_smp: bool,
+    /// Run the engine benchmark on the enclave's CPUs once the model is loaded, print its table
+    /// on the serial console, then serve; `None` in an ordinary deployment.
+    pub bench: Option<BenchConfig>,
 }
 
 impl Config {
@@ -92,6 +99,7 @@ impl Config {
             test_devices: false,
             test_boot_only: false,
             test_smp: false,
+            bench: None,
         }
     }
 
@@ -147,6 +155,9 @@ impl Config {
                 Key::TestDevices => config.test_devices = parse_bool(value).ok_or(bad)?,
                 Key::TestBootOnly => config.test_boot_only = parse_bool(value).ok_or(bad)?,
                 Key::TestSmp => config.test_smp = parse_bool(value).ok_or(bad)?,
+                Key::Bench => {
+                    config.bench = Some(BenchConfig::parse(value, MAX_SLOTS, parse_u32).ok_or(bad)?)
+                }
             }
         }
         config.min_model_version =
@@ -180,6 +191,9 @@ impl fmt::Display for Config {
         }
         if self.test_smp {
             writeln!(f, "test_smp = true")?;
+        }
+        if let Some(bench) = self.bench {
+            writeln!(f, "bench = {bench}")?;
         }
         Ok(())
     }
@@ -256,10 +270,11 @@ enum Key {
     TestDevices,
     TestBootOnly,
     TestSmp,
+    Bench,
 }
 
 impl Key {
-    const ALL: [Key; 9] = [
+    const ALL: [Key; 10] = [
         Key::MinModelVersion,
         Key::ReleaseServerPublic,
         Key::Slots,
@@ -269,6 +284,7 @@ impl Key {
         Key::TestDevices,
         Key::TestBootOnly,
         Key::TestSmp,
+        Key::Bench,
     ];
 
     fn name(self) -> &'static str {
@@ -282,6 +298,7 @@ impl Key {
             Self::TestDevices => "test_devices",
             Self::TestBootOnly => "test_boot_only",
             Self::TestSmp => "test_smp",
+            Self::Bench => "bench",
         }
     }
 
@@ -294,6 +311,9 @@ impl Key {
             Self::CadenceMs => "an integer 0..=10000",
             Self::TestFault => "\"guard-page\" or \"panic\"",
             Self::TestDevices | Self::TestBootOnly | Self::TestSmp => "true or false",
+            Self::Bench => {
+                "an inline table { prompt = 1..=4096, gen = 1..=4096, repetitions = 1..=100, slots = [up to 8 of 1..=64] }, each member optional"
+            }
         }
     }
 
@@ -512,6 +532,81 @@ mod tests {
             Config::parse(text.as_bytes()),
             Err(ConfigError::BadValue { .. })
         ));
+    }
+
+    #[test]
+    fn bench_table_parses_defaults_and_round_trips() {
+        let text = format!(
+            "{}bench = {{ prompt = 16, gen = 8, slots = [1, 2] }}\n",
+            minimal()
+        );
+        let config = Config::parse(text.as_bytes()).unwrap();
+        let bench = config.bench.unwrap();
+        assert_eq!((bench.prompt, bench.generate), (16, 8));
+        assert_eq!(bench.repetitions, BenchConfig::default().repetitions);
+        assert_eq!(bench.slots(), [1, 2]);
+        let canonical = config.to_string();
+        assert!(
+            canonical
+                .ends_with("bench = { prompt = 16, gen = 8, repetitions = 5, slots = [1, 2] }\n"),
+            "{canonical}"
+        );
+        assert_eq!(Config::parse(canonical.as_bytes()), Ok(config));
+        // Spacing is free; every member is optional.
+        for (value, expected) in [
+            ("{}", BenchConfig::default()),
+            ("{ }", BenchConfig::default()),
+            ("{repetitions=1,slots=[ 64 ]}", {
+                let mut one_run = BenchConfig::default().with_slots(&[64], MAX_SLOTS).unwrap();
+                one_run.repetitions = 1;
+                one_run
+            }),
+            ("{ slots = [] }", BenchConfig::default()),
+        ] {
+            let text = format!("{}bench = {value}\n", minimal());
+            let parsed = Config::parse(text.as_bytes()).unwrap().bench;
+            assert_eq!(parsed, Some(expected), "{value}");
+        }
+        assert_eq!(Config::parse(minimal().as_bytes()).unwrap().bench, None);
+    }
+
+    #[test]
+    fn bench_table_refuses_what_it_does_not_know() {
+        for value in [
+            "",
+            "16",
+            "{ prompt = 16",
+            "prompt = 16 }",
+            "{ prompt = 0 }",
+            "{ prompt = 4097 }",
+            "{ gen = 0 }",
+            "{ repetitions = 101 }",
+            "{ prompt = 16, prompt = 8 }",
+            "{ threads = 2 }",
+            "{ prompt = 16, }",
+            "{ , prompt = 16 }",
+            "{ prompt 16 }",
+            "{ slots = 1 }",
+            "{ slots = [0] }",
+            "{ slots = [65] }",
+            "{ slots = [1, 2, 3, 4, 5, 6, 7, 8, 9] }",
+            "{ slots = [1,, 2] }",
+            "{ slots = [1, 2 }",
+            "{ slots = [[1]] }",
+            "{ slots = ]1[ }",
+            "{ prompt = \"16\" }",
+            "{ prompt = 16, gen = 8, repetitions = 2, slots = [1], prompt = 3 }",
+        ] {
+            let text = format!("{}bench = {value}\n", minimal());
+            assert_eq!(
+                Config::parse(text.as_bytes()),
+                Err(ConfigError::BadValue {
+                    line: 3,
+                    key: "bench"
+                }),
+                "{value}"
+            );
+        }
     }
 
     #[test]

@@ -84,6 +84,11 @@ impl Clock for TscClock {
     fn now_micros(&self) -> u64 {
         tsc::micros_since_start()
     }
+
+    fn now_nanos(&self) -> u64 {
+        let hz = u128::from(tsc::frequency().max(1));
+        (u128::from(tsc::rdtsc()) * 1_000_000_000 / hz) as u64
+    }
 }
 
 /// The session's evidence: simulated on native, the platform's hardware evidence (SNP report,

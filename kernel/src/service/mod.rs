@@ -9,9 +9,11 @@
 //! - [`memory`]: what the slots cost, checked before they are built;
 //! - [`scheduler`]: slots, the bounded queue, "busy";
 //! - [`serve`]: the loop tying sessions, key release, scheduler and cadence together;
+//! - [`bench`]: the benchmark boot option (`bench` in the configuration) on the loaded model;
 //! - [`kernel`] (bare metal only): those traits over virtio-blk, virtio-vsock and the TSC,
 //!   randomness from the CPU into a ChaCha20 DRBG, simulated evidence, and the loop itself.
 
+pub mod bench;
 pub mod engine;
 pub mod io;
 #[cfg(target_os = "none")]

@@ -16,6 +16,7 @@ use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::fmt::Write;
 use log::{info, warn};
 use ward_attestation::config::Config;
 use ward_attestation::protocol::{
@@ -94,6 +95,9 @@ pub struct Service<S: Sockets, C: Clock, E: EvidenceProvider, R: rand_chacha::ra
     last_load: Option<LoadTimes>,
     /// Most slots one engine step has served so far (logged when it grows).
     most_busy: usize,
+    /// The configured benchmark waits for the end of the loop iteration that loaded the model
+    /// (so the key release's answer goes out first).
+    bench_pending: bool,
 }
 
 fn status_reason(error: &LoadError) -> String {
@@ -135,6 +139,7 @@ where
             next_tick: 0,
             last_load: None,
             most_busy: 0,
+            bench_pending: false,
         }
     }
 
@@ -188,7 +193,43 @@ where
             self.write(index)?;
         }
         self.reap();
+        if core::mem::take(&mut self.bench_pending) {
+            self.run_bench();
+        }
         Ok(())
+    }
+
+    /// The configured benchmark on the loaded model, its table on the log (serial console).
+    /// It holds the loop until it ends; then the service serves as usual.
+    fn run_bench(&mut self) {
+        let (ModelState::Loaded(model), Some(config)) = (&self.model, self.params.config.bench)
+        else {
+            return;
+        };
+        let executor = self.params.executor;
+        info!(
+            "bench: {config} on 1 and {} CPUs (under TCG the figures say nothing about real hardware)",
+            executor.workers()
+        );
+        let clock = || self.clock.now_nanos();
+        let free = (self.params.free_memory)();
+        match super::bench::run(model.model(), executor, &clock, &config, free) {
+            Ok(report) => {
+                let mut text = String::new();
+                let label = format!("{} version {}", model.info.id, model.info.version);
+                let written = report
+                    .write_table(&mut text, &label)
+                    .and_then(|()| text.write_str("json "))
+                    .and_then(|()| report.write_json(&mut text));
+                if written.is_ok() {
+                    for line in text.lines() {
+                        info!("bench: {line}");
+                    }
+                }
+                info!("bench: done, serving");
+            }
+            Err(error) => warn!("bench: not run: {error}"),
+        }
     }
 
     fn receive(&mut self, index: usize) -> Result<(), SocketError> {
@@ -301,6 +342,7 @@ where
             Ok(model) => {
                 let info = model.info.clone();
                 self.model = ModelState::Loaded(model);
+                self.bench_pending = self.params.config.bench.is_some();
                 self.connections[index]
                     .session
                     .send_key_release_result(&info)

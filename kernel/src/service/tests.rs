@@ -342,6 +342,24 @@ fn no_model_until_released_then_greedy_answers_match_the_host() {
 }
 
 #[test]
+fn the_benchmark_option_runs_after_the_release_and_the_service_then_serves() {
+    let mut f = fixture(
+        "cadence_ms = 0\nbench = { prompt = 4, gen = 2, repetitions = 1, slots = [1, 2] }\n",
+        |image| image,
+    );
+    let (mut chat, _) = established(&mut f.service, Purpose::Chat);
+    match release_key(&mut f.service, &f.release, &f.model_key) {
+        ClientEvent::KeyReleaseResult(info) => assert_eq!(info.version, MODEL_VERSION),
+        other => panic!("{other:?}"),
+    }
+    let expected = host_greedy(&f.gguf, "hello", 6);
+    match ask(&mut f.service, &mut chat, "hello", 6) {
+        ClientEvent::AnswerText(text) => assert_eq!(text, expected),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
 fn tampered_disk_and_wrong_key_leave_only_the_reason() {
     let mut f = fixture("", |mut image| {
         let middle = 4096 + image.len() / 2;
