@@ -10,7 +10,7 @@ use crate::exit::{DEBUG_EXIT_PORT, ExitCode};
 use core::arch::{asm, global_asm};
 use core::fmt::Write;
 use ward_attestation::guest::insn::MAX_INSTRUCTION_LEN;
-use ward_attestation::guest::snp::ghcb::{self, Ghcb, GhcbError, PortDirection};
+use ward_attestation::guest::snp::ghcb::{self, Field, Ghcb, GhcbError, PortDirection};
 use ward_attestation::guest::snp::ghcb_msr::TerminationReason;
 
 global_asm!(include_str!("vc.s"), handler = sym ward_vc_handler);
@@ -110,6 +110,30 @@ fn through_ghcb(
             ghcb.prepare_mmio_write(address, size.into(), value)?;
             exit();
             ghcb.check_status().map(|()| Answer::None)
+        }
+        Request::ReadTsc { with_aux } => {
+            ghcb.begin();
+            let code = if with_aux {
+                vc::exit::RDTSCP
+            } else {
+                vc::exit::RDTSC
+            };
+            ghcb.set(Field::SW_EXIT_CODE, code);
+            ghcb.set(Field::SW_EXIT_INFO_1, 0);
+            ghcb.set(Field::SW_EXIT_INFO_2, 0);
+            exit();
+            ghcb.check_status()?;
+            let low = ghcb.get(Field::RAX)? & 0xFFFF_FFFF;
+            let high = ghcb.get(Field::RDX)? & 0xFFFF_FFFF;
+            let aux = if with_aux {
+                Some(ghcb.get(Field::RCX)? as u32)
+            } else {
+                None
+            };
+            Ok(Answer::Tsc {
+                tsc: (high << 32) | low,
+                aux,
+            })
         }
         Request::Cpuid { .. } => Ok(Answer::None),
     }

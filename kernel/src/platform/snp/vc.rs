@@ -12,7 +12,9 @@
 //!   isa-debug-exit);
 //! - MSR (0x7C): RDMSR/WRMSR through the GHCB;
 //! - NPF (0x400): an MMIO MOV inside the kernel's MMIO windows (PCI ECAM, the high MMIO window
-//!   with the virtio BARs and the local APIC) through the GHCB.
+//!   with the virtio BARs and the local APIC) through the GHCB;
+//! - RDTSC (0x6E) and RDTSCP (0x87), should the hypervisor intercept them (KVM does not): the
+//!   hypervisor's value, which Ward uses for logs and cadence only, never for security.
 //!
 //! Anything else — another exit code, an instruction that does not match the exit, string I/O,
 //! an MMIO address outside the windows — is fatal: the handler reports it and terminates.
@@ -35,7 +37,13 @@ pub mod exit {
     pub const MSR: u64 = 0x7C;
     /// Nested page fault: MMIO (the hypervisor marks MMIO pages so that access raises #VC).
     pub const NPF: u64 = 0x400;
+    pub const RDTSC: u64 = 0x6E;
+    pub const RDTSCP: u64 = 0x87;
 }
+
+/// RDTSC and RDTSCP: not in `insn`, whose decoder covers what the TDX #VE handler needs too.
+const RDTSC_BYTES: [u8; 2] = [0x0F, 0x31];
+const RDTSCP_BYTES: [u8; 3] = [0x0F, 0x01, 0xF9];
 
 /// The kernel's MMIO mappings (`arch::paging::kernel_space`), `[start, end)`: the only places
 /// an MMIO #VC may come from. Both are identity-mapped, so a linear address in them is its GPA.
@@ -153,6 +161,10 @@ pub enum Request {
         size: u8,
         value: u64,
     },
+    /// RDTSC, or RDTSCP (`with_aux`: ECX gets TSC_AUX).
+    ReadTsc {
+        with_aux: bool,
+    },
 }
 
 /// A request and the length of the instruction that made it.
@@ -167,6 +179,10 @@ pub struct Plan {
 pub enum VcError {
     /// An exit code the handler does not emulate.
     UnhandledExit(u64),
+    /// The bytes at RIP are not the instruction the exit code names.
+    NotTheInstruction {
+        exit_code: u64,
+    },
     /// The trapping RIP is not in the kernel's code.
     OutsideKernelText(u64),
     Decode(DecodeError),
@@ -195,6 +211,9 @@ impl fmt::Display for VcError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::UnhandledExit(code) => write!(f, "exit code {code:#x} is not emulated"),
+            Self::NotTheInstruction { exit_code } => {
+                write!(f, "the instruction at RIP cannot raise exit {exit_code:#x}")
+            }
             Self::OutsideKernelText(rip) => write!(f, "rip {rip:#x} is outside the kernel text"),
             Self::Decode(e) => write!(f, "instruction: {e}"),
             Self::Operand(e) => write!(f, "memory operand: {e}"),
@@ -224,6 +243,20 @@ pub fn plan(
     frame: &VcFrame,
     mmio_windows: &[(u64, u64)],
 ) -> Result<Plan, VcError> {
+    if let exit::RDTSC | exit::RDTSCP = exit_code {
+        let (expected, with_aux): (&[u8], bool) = if exit_code == exit::RDTSC {
+            (&RDTSC_BYTES, false)
+        } else {
+            (&RDTSCP_BYTES, true)
+        };
+        if !bytes.starts_with(expected) {
+            return Err(VcError::NotTheInstruction { exit_code });
+        }
+        return Ok(Plan {
+            request: Request::ReadTsc { with_aux },
+            len: expected.len(),
+        });
+    }
     if !matches!(exit_code, exit::CPUID | exit::IOIO | exit::MSR | exit::NPF) {
         return Err(VcError::UnhandledExit(exit_code));
     }
@@ -321,6 +354,8 @@ pub enum Answer {
     Cpuid([u32; 4]),
     /// The value an IN, RDMSR or MMIO load returned.
     Value(u64),
+    /// RDTSC's EDX:EAX, and RDTSCP's ECX.
+    Tsc { tsc: u64, aux: Option<u32> },
 }
 
 /// Writes `answer` into the interrupted registers as the instruction would have, and moves
@@ -336,9 +371,27 @@ pub fn complete(plan: &Plan, answer: Answer, frame: &mut VcFrame) {
         (Request::PortIn { size, .. }, Answer::Value(value)) => {
             frame.rax = insn::load_result(frame.rax, truncate(value, size), size, RAX, PLAIN);
         }
-        (Request::ReadMsr { .. }, Answer::Value(value)) => {
+        (Request::ReadMsr { .. }, Answer::Value(value))
+        | (
+            Request::ReadTsc { .. },
+            Answer::Tsc {
+                tsc: value,
+                aux: None,
+            },
+        ) => {
             frame.rax = value & 0xFFFF_FFFF;
             frame.rdx = value >> 32;
+        }
+        (
+            Request::ReadTsc { .. },
+            Answer::Tsc {
+                tsc,
+                aux: Some(aux),
+            },
+        ) => {
+            frame.rax = tsc & 0xFFFF_FFFF;
+            frame.rdx = tsc >> 32;
+            frame.rcx = aux.into();
         }
         (
             Request::MmioRead {
@@ -527,6 +580,40 @@ mod tests {
     }
 
     #[test]
+    fn tsc_reads_fill_edx_eax_and_ecx() {
+        let p = planned(exit::RDTSC, &[0x0F, 0x31, 0x90]).unwrap();
+        assert_eq!(
+            p,
+            Plan {
+                request: Request::ReadTsc { with_aux: false },
+                len: 2
+            }
+        );
+        let mut f = frame();
+        complete(
+            &p,
+            Answer::Tsc {
+                tsc: 0x0000_0012_3456_789A,
+                aux: None,
+            },
+            &mut f,
+        );
+        assert_eq!((f.rax, f.rdx, f.rcx), (0x3456_789A, 0x12, frame().rcx));
+        assert_eq!(f.rip, frame().rip + 2);
+        let p = planned(exit::RDTSCP, &[0x0F, 0x01, 0xF9]).unwrap();
+        let mut f = frame();
+        complete(
+            &p,
+            Answer::Tsc {
+                tsc: 5,
+                aux: Some(3),
+            },
+            &mut f,
+        );
+        assert_eq!((f.rax, f.rdx, f.rcx, f.rip), (5, 0, 3, frame().rip + 3));
+    }
+
+    #[test]
     fn msr_reads_split_into_edx_eax() {
         let p = planned(exit::MSR, &[0x0F, 0x32]).unwrap();
         assert_eq!(p.request, Request::ReadMsr { msr: 0xC000_0080 });
@@ -624,8 +711,20 @@ mod tests {
         );
         // RDTSC (0x6E) and unknown exits.
         assert_eq!(
-            planned(0x6E, &[0x0F, 0x31]),
-            Err(VcError::UnhandledExit(0x6E))
+            planned(0x6F, &[0x0F, 0x31]),
+            Err(VcError::UnhandledExit(0x6F))
+        );
+        assert_eq!(
+            planned(exit::RDTSC, &[0x0F, 0xA2]),
+            Err(VcError::NotTheInstruction {
+                exit_code: exit::RDTSC
+            })
+        );
+        assert_eq!(
+            planned(exit::RDTSCP, &[0x0F, 0x31]),
+            Err(VcError::NotTheInstruction {
+                exit_code: exit::RDTSCP
+            })
         );
         // mov eax, fs:[rdi]
         assert_eq!(
