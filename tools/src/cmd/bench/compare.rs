@@ -154,3 +154,113 @@ impl<'a> Comparison<'a> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cmd::bench::llama_cpp::SlotRate;
+    use ward_inference::bench::{Settings, SlotFigures, Stats, ThreadFigures};
+
+    fn stats(mean: f64) -> Stats {
+        Stats { mean, sd: 1.0 }
+    }
+
+    fn ward() -> BenchReport {
+        BenchReport {
+            settings: Settings {
+                prompt: 128,
+                generate: 64,
+                repetitions: 5,
+            },
+            weights_bytes: 1,
+            kernels: "avx512",
+            threads: vec![ThreadFigures {
+                threads: 2,
+                prompt: stats(300.0),
+                decode: stats(150.0),
+            }],
+            slots: vec![
+                SlotFigures {
+                    slots: 1,
+                    decode: stats(140.0),
+                },
+                SlotFigures {
+                    slots: 8,
+                    decode: stats(600.0),
+                },
+            ],
+            threads_for_slots: 2,
+        }
+    }
+
+    fn llama() -> LlamaFigures {
+        LlamaFigures {
+            build_commit: "0c1e57098".into(),
+            threads: vec![ThreadFigures {
+                threads: 2,
+                prompt: stats(250.0),
+                decode: stats(100.0),
+            }],
+            slots: vec![
+                SlotRate {
+                    slots: 1,
+                    decode_tps: 0.0,
+                },
+                SlotRate {
+                    slots: 8,
+                    decode_tps: 150.0,
+                },
+            ],
+            threads_for_slots: 2,
+        }
+    }
+
+    #[test]
+    fn json_keeps_the_contract_and_adds_figures_and_ratios() {
+        let (ward, llama) = (ward(), llama());
+        let mut out = String::new();
+        Comparison::new(&ward, &llama).write_json(&mut out).unwrap();
+        let value: Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(value["threads"]["2"]["decode_tps"], json!(150.0));
+        assert_eq!(value["slots"]["8"], json!(600.0));
+        assert_eq!(value["threads_for_slots"], json!(2));
+        assert_eq!(value["llama_cpp"]["build_commit"], json!("0c1e57098"));
+        assert_eq!(
+            value["llama_cpp"]["threads"]["2"]["prompt_tps"],
+            json!(250.0)
+        );
+        assert_eq!(value["llama_cpp"]["slots"]["8"], json!(150.0));
+        assert_eq!(value["ratios"]["threads"]["2"]["prompt"], json!(1.2));
+        assert_eq!(value["ratios"]["threads"]["2"]["decode"], json!(1.5));
+        assert_eq!(value["ratios"]["slots"]["8"], json!(4.0));
+        // llama.cpp's zero figure gives no ratio rather than infinity.
+        assert_eq!(value["ratios"]["slots"]["1"], Value::Null);
+    }
+
+    #[test]
+    fn table_shows_both_figures_and_the_ratio() {
+        let (ward, llama) = (ward(), llama());
+        let mut out = String::new();
+        Comparison::new(&ward, &llama)
+            .write_table(&mut out)
+            .unwrap();
+        assert!(out.starts_with("llama.cpp 0c1e57098 "), "{out}");
+        assert!(
+            out.contains("2        pp128             250.0        1.0        300.0      1.20×\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("2        tg64              100.0        1.0        150.0      1.50×\n"),
+            "{out}"
+        );
+        assert!(out.contains("aggregate decode on 2 threads"), "{out}");
+        assert!(
+            out.contains("8               150.0        600.0      4.00×\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("1                 0.0        140.0          -\n"),
+            "{out}"
+        );
+    }
+}

@@ -352,3 +352,176 @@ fn slot_rates(rows: &[BatchedRow], plan: &Plan<'_>) -> Result<Vec<SlotRate>, Par
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Real outputs of the build from scripts/build-llama-cpp.sh (llama.cpp 0c1e57098) on the
+    // default model, run on a busy machine (hence the low figures):
+    // `llama-bench -p 32 -n 8 -t 1,2 -r 2 -o json` and
+    // `llama-batched-bench -c 4096 -b 2048 -ub 512 -npp 32 -ntg 8 -npl 1,2 -t 2`, with and
+    // without `--output-format jsonl`.
+    const BENCH_JSON: &str = include_str!("../../../tests/data/llama-bench-0c1e57098.json");
+    const BATCHED_JSONL: &str =
+        include_str!("../../../tests/data/llama-batched-bench-0c1e57098.jsonl");
+    const BATCHED_TABLE: &str =
+        include_str!("../../../tests/data/llama-batched-bench-0c1e57098.md");
+
+    fn plan<'a>(threads: &'a [usize], slots: &'a [usize]) -> Plan<'a> {
+        Plan {
+            model: Path::new("m.gguf"),
+            settings: Settings {
+                prompt: 32,
+                generate: 8,
+                repetitions: 2,
+            },
+            threads,
+            slots,
+            threads_for_slots: 2,
+        }
+    }
+
+    #[test]
+    fn llama_bench_json_gives_prompt_and_decode_per_thread_count() {
+        let rows = parse_llama_bench(BENCH_JSON).unwrap();
+        assert_eq!(rows.len(), 4);
+        assert_eq!(rows[0].build_commit, "0c1e57098");
+        let (commit, figures) = thread_figures(&rows, &plan(&[2, 1], &[])).unwrap();
+        assert_eq!(commit, "0c1e57098");
+        assert_eq!(figures.len(), 2);
+        assert_eq!(figures[0].threads, 2);
+        assert_eq!(figures[0].prompt.mean, 13.439274);
+        assert_eq!(figures[0].prompt.sd, 3.390872);
+        assert_eq!(figures[0].decode.mean, 2.896227);
+        assert_eq!(figures[1].threads, 1);
+        assert_eq!(figures[1].prompt.mean, 92.019678);
+        assert_eq!(figures[1].decode.mean, 28.958018);
+        assert_eq!(figures[1].decode.sd, 1.108872);
+    }
+
+    #[test]
+    fn a_thread_count_llama_bench_did_not_run_is_named() {
+        let rows = parse_llama_bench(BENCH_JSON).unwrap();
+        assert_eq!(
+            thread_figures(&rows, &plan(&[1, 4], &[])),
+            Err(ParseError::MissingResult("pp32 at 4 threads".into()))
+        );
+    }
+
+    #[test]
+    fn malformed_llama_bench_output_is_an_error() {
+        assert!(matches!(
+            parse_llama_bench("main: error: failed to load model"),
+            Err(ParseError::Json(_))
+        ));
+        assert!(matches!(
+            parse_llama_bench("{\"n_threads\": 1}"),
+            Err(ParseError::Json(_))
+        ));
+        let without_rate = "[{\"n_threads\": 1, \"n_prompt\": 32, \"n_gen\": 0, \"stddev_ts\": 1}]";
+        assert_eq!(
+            parse_llama_bench(without_rate),
+            Err(ParseError::Field {
+                index: 0,
+                field: "avg_ts"
+            })
+        );
+    }
+
+    #[test]
+    fn batched_bench_jsonl_and_table_give_the_same_rows() {
+        let from_json = parse_batched_bench(BATCHED_JSONL);
+        assert_eq!(
+            from_json,
+            [
+                BatchedRow {
+                    prompt: 32,
+                    generate: 8,
+                    sequences: 1,
+                    decode_tps: 3.025660
+                },
+                BatchedRow {
+                    prompt: 32,
+                    generate: 8,
+                    sequences: 2,
+                    decode_tps: 6.331380
+                },
+            ]
+        );
+        // The table sample is a second run: same rows, its own speeds.
+        let from_table = parse_batched_bench(BATCHED_TABLE);
+        assert_eq!(from_table.len(), 2);
+        assert_eq!(from_table[0].sequences, 1);
+        assert_eq!(from_table[0].decode_tps, 2.31);
+        assert_eq!(from_table[1].sequences, 2);
+        assert_eq!(from_table[1].decode_tps, 5.10);
+        assert!(from_table.iter().all(|r| r.prompt == 32 && r.generate == 8));
+    }
+
+    #[test]
+    fn slot_rates_follow_the_plan_and_name_a_missing_count() {
+        let rows = parse_batched_bench(BATCHED_JSONL);
+        let rates = slot_rates(&rows, &plan(&[2], &[2, 1])).unwrap();
+        assert_eq!(
+            rates,
+            [
+                SlotRate {
+                    slots: 2,
+                    decode_tps: 6.331380
+                },
+                SlotRate {
+                    slots: 1,
+                    decode_tps: 3.025660
+                }
+            ]
+        );
+        assert_eq!(
+            slot_rates(&rows, &plan(&[2], &[1, 8])),
+            Err(ParseError::MissingResult(
+                "8 parallel sequences of pp32 tg8".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn missing_binaries_are_named() {
+        let dir = std::env::temp_dir().join(format!("ward-llama-missing-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let bench = dir.join("llama-bench");
+        let Err(LlamaError::Missing { what, path }) = Binaries::beside(&bench) else {
+            panic!("a missing llama-bench was accepted");
+        };
+        assert_eq!((what, path), ("llama-bench", bench.clone()));
+        std::fs::write(&bench, b"").unwrap();
+        let Err(LlamaError::Missing { what, path }) = Binaries::beside(&bench) else {
+            panic!("a missing llama-batched-bench was accepted");
+        };
+        assert_eq!(
+            (what, path),
+            ("llama-batched-bench", dir.join("llama-batched-bench"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_failing_program_is_reported_with_its_command_and_stderr() {
+        let args = ["-c".to_string(), "echo 'bad model' >&2; exit 3".to_string()];
+        let Err(error) = run_captured(Path::new("/bin/sh"), &args) else {
+            panic!("a failing command was accepted");
+        };
+        let message = error.to_string();
+        assert!(
+            message.contains("`/bin/sh -c echo 'bad model' >&2; exit 3` failed"),
+            "{message}"
+        );
+        assert!(message.contains("exit status: 3"), "{message}");
+        assert!(message.ends_with("\nbad model"), "{message}");
+        let Err(LlamaError::Spawn { command, .. }) =
+            run_captured(Path::new("/nonexistent/llama-bench"), &[])
+        else {
+            panic!("a missing program was accepted");
+        };
+        assert_eq!(command, "/nonexistent/llama-bench");
+    }
+}
