@@ -373,7 +373,11 @@ fn start_snp_console(pool: &'static SharedPool) -> tsc::Calibration {
     }
     let calibration = start_console();
     CONSOLE_DEFERRED.store(false, Ordering::Relaxed);
-    info!("SEV-SNP: GHCB registered, #VC handler active (CPUID from the validated CPUID page)");
+    info!(
+        "SEV-SNP: C-bit {}, GHCB registered, #VC handler active (CPUID from the validated CPUID page, {} entries)",
+        snp.private_pte_mask().trailing_zeros(),
+        crate::platform::snp::cpuid_table().map_or(0, |t| t.entries().len())
+    );
     calibration
 }
 
