@@ -148,7 +148,7 @@ fn simd_kernels_equal_scalar_on_random_data() {
             (17, 64),
             (33, 576),
         ] {
-            for &n in &[1usize, 2, 3, 4, 5, 7, 9] {
+            for &n in &[1usize, 2, 3, 4, 5, 7, 8, 9, 11, 16, 23] {
                 for edge in [false, true] {
                     let w = PackedMatrix::from_rows(
                         tensor_type,

@@ -1,7 +1,9 @@
 //! The right-hand side of matrix products: `n` activation vectors of `cols` values, kept both as
-//! f32 (for float weights) and quantized to 8 bits per block (for quantized weights).
+//! f32 (for float weights) and quantized to 8 bits per block (for quantized weights). On a CPU
+//! with AVX-512 the quantized blocks are also kept spread for its kernels (see `spread`).
 
 use super::aligned::AlignedF32;
+use super::spread::{MINIMUM_GROUP, MinimumTerms, SpreadBlock, spread_blocks};
 use crate::cpu::SimdLevel;
 use crate::quant::{ActivationBlock, BLOCK, quantize_row_q8};
 use alloc::vec::Vec;
@@ -16,6 +18,9 @@ pub struct Activations {
     n: usize,
     floats: AlignedF32,
     blocks: Vec<ActivationBlock>,
+    /// The blocks spread for the AVX-512 kernels (empty when this CPU has no AVX-512).
+    spread: Vec<SpreadBlock>,
+    minimums: Vec<MinimumTerms>,
 }
 
 impl Activations {
@@ -32,6 +37,15 @@ impl Activations {
         } else {
             0
         };
+        // Kept whatever `level` is, so AVX-512 kernels can run on any activations this CPU made.
+        let (spread, minimums) = if blocks > 0 && SimdLevel::Avx512.is_supported() {
+            (
+                alloc::vec![SpreadBlock::default(); blocks],
+                alloc::vec![MinimumTerms::default(); capacity.div_ceil(MINIMUM_GROUP) * (cols / BLOCK)],
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
         Self {
             avx2: level != SimdLevel::Scalar && level.is_supported(),
             cols,
@@ -39,6 +53,8 @@ impl Activations {
             n: 0,
             floats: AlignedF32::zeroed(capacity * cols),
             blocks: alloc::vec![ActivationBlock::default(); blocks],
+            spread,
+            minimums,
         }
     }
 
@@ -51,14 +67,28 @@ impl Activations {
         self.n = n;
         self.floats.as_mut_slice()[..x.len()].copy_from_slice(x);
         if !self.blocks.is_empty() {
-            let out = &mut self.blocks[..n * self.cols / BLOCK];
+            let count = n * self.cols / BLOCK;
+            let out = &mut self.blocks[..count];
             #[cfg(target_arch = "x86_64")]
             if self.avx2 {
                 // SAFETY: `avx2` is only set when CPUID reported AVX2 (and more).
                 unsafe { crate::quant::quantize_row_q8_avx2(x, out) };
-                return true;
+            } else {
+                quantize_row_q8(x, out);
             }
+            #[cfg(not(target_arch = "x86_64"))]
             quantize_row_q8(x, out);
+            if !self.spread.is_empty() {
+                let per_vector = self.cols / BLOCK;
+                let groups = n.div_ceil(MINIMUM_GROUP) * per_vector;
+                spread_blocks(
+                    &self.blocks[..count],
+                    n,
+                    per_vector,
+                    &mut self.spread[..count],
+                    &mut self.minimums[..groups],
+                );
+            }
         }
         true
     }
@@ -89,5 +119,35 @@ impl Activations {
     pub fn blocks(&self, t: usize) -> &[ActivationBlock] {
         let per = self.cols / BLOCK;
         &self.blocks[t * per..(t + 1) * per]
+    }
+
+    /// Whether the spread form for the AVX-512 kernels exists.
+    pub(super) fn is_spread(&self) -> bool {
+        !self.spread.is_empty()
+    }
+
+    /// Vectors `first..first + count` quantized, one after another (empty if out of range).
+    pub(super) fn blocks_of(&self, first: usize, count: usize) -> &[ActivationBlock] {
+        let per = self.cols / BLOCK;
+        self.blocks
+            .get(first * per..(first + count) * per)
+            .unwrap_or(&[])
+    }
+
+    /// Vectors `first..first + count` spread for the AVX-512 kernels, one after another (empty
+    /// without AVX-512 or out of range).
+    pub(super) fn spread_of(&self, first: usize, count: usize) -> &[SpreadBlock] {
+        let per = self.cols / BLOCK;
+        self.spread
+            .get(first * per..(first + count) * per)
+            .unwrap_or(&[])
+    }
+
+    /// The minimum terms of vectors `MINIMUM_GROUP * group ..` (empty without AVX-512).
+    pub(super) fn minimums(&self, group: usize) -> &[MinimumTerms] {
+        let per = self.cols / BLOCK;
+        self.minimums
+            .get(group * per..(group + 1) * per)
+            .unwrap_or(&[])
     }
 }

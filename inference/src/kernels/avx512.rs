@@ -1,8 +1,15 @@
 //! AVX-512 (F, BW, VL, VNNI) kernels. One 512-bit register holds the same block of both rows of
 //! a packed pair, so a single `vpdpbusd` computes the sixteen 4-quant group sums of two rows;
 //! each row's groups stay in their own lanes and accumulate in the scalar reference's order, so
-//! results are bit-identical to it. Several pairs and activation vectors are handled per pass so
-//! each weight block is loaded once for all of them.
+//! results are bit-identical to it.
+//!
+//! A pass covers a few pairs and up to [`COLUMNS`] activation vectors: each pair block is loaded
+//! and unpacked once for all of them, and the activation operands come straight from memory in
+//! the layout `spread` prepared (quants already in the lanes, offset corrections already
+//! spread), so the inner loop is four vector operations per pair block and vector: the integer
+//! sums, their conversion, the scale product, the FMA. The passes walk the rows outermost, so a
+//! batch wider than one pass re-reads a few kilobytes of weights from L1, not the matrix from
+//! memory.
 //!
 //! Lane layouts per pair and block:
 //! - 4-bit types: lanes 0-3 row 0 groups 0-3, lanes 4-7 row 1 groups 0-3, lanes 8-11 row 0
@@ -11,7 +18,7 @@
 
 use super::activations::Activations;
 use super::packed::PackedMatrix;
-use super::scalar::hsum8;
+use super::spread::{MINIMUM_GROUP, MinimumTerms, SpreadBlock};
 use super::{Q4_0, Q4_1, Q8_0, avx2, quant_kind};
 use crate::quant::ActivationBlock;
 use core::arch::x86_64::*;
@@ -19,9 +26,17 @@ use core::ops::Range;
 
 /// Pairs of rows per pass for one activation vector (decode).
 const PAIRS_SINGLE: usize = 4;
-/// Pairs of rows and activation vectors per pass for batches (prompt processing).
+/// Pairs of rows per pass for batches.
 const PAIRS_BATCH: usize = 2;
-const COLUMNS_BATCH: usize = 4;
+/// Most activation vectors per pass; a pass never crosses a group of minimum terms.
+const COLUMNS: usize = MINIMUM_GROUP;
+
+/// How many blocks ahead of the current one a pass prefetches (a group block is at most
+/// 272 bytes, three cache lines cover the 160 bytes of a 4-bit one).
+const PREFETCH_BLOCKS: usize = 12;
+
+/// Results of one pass: `[pair][column][row of the pair]`.
+type TileResults = [[[f32; 2]; COLUMNS]; PAIRS_SINGLE];
 
 /// # Safety
 /// The CPU must support AVX-512 F/BW/VL/VNNI and AVX2/FMA/F16C. `rows` must lie within `w`,
@@ -37,29 +52,32 @@ pub unsafe fn matmul(
     out_stride: usize,
     origin: usize,
 ) {
-    let Some(kind) = quant_kind(w.tensor_type()) else {
-        // SAFETY: AVX-512 implies the AVX2 requirements; the other conditions are the same.
+    let Some(kind) = quant_kind(w.tensor_type()).filter(|_| x.is_spread()) else {
+        // Float weights, or activations made without the spread form: the AVX2 kernels give
+        // the same bits. SAFETY: AVX-512 implies the AVX2 requirements; the rest is the same.
         unsafe { avx2::matmul(w, x, rows, out, out_stride, origin) };
         return;
     };
     let first_pair = rows.start / 2;
     let end_pair = rows.end.div_ceil(2);
-    let mut t = 0;
-    while t < x.n() {
-        let columns = if x.n() - t >= COLUMNS_BATCH {
-            COLUMNS_BATCH
-        } else {
-            1
-        };
-        let mut pair = first_pair;
-        while pair < end_pair {
-            let pairs = if columns == 1 {
-                PAIRS_SINGLE
-            } else {
-                PAIRS_BATCH
+    let wanted = if x.n() == 1 {
+        PAIRS_SINGLE
+    } else {
+        PAIRS_BATCH
+    };
+    let mut pair = first_pair;
+    while pair < end_pair {
+        let pairs = if end_pair - pair >= wanted { wanted } else { 1 };
+        let mut t = 0;
+        while t < x.n() {
+            // 8, then 4, 2, 1: a pass starting at a multiple of its width never crosses a group.
+            let columns = match x.n() - t {
+                left if left >= 8 => 8,
+                left if left >= 4 => 4,
+                left if left >= 2 => 2,
+                _ => 1,
             };
-            let pairs = if end_pair - pair >= pairs { pairs } else { 1 };
-            let mut results = [[[0.0f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE];
+            let mut results = [[[0.0f32; 2]; COLUMNS]; PAIRS_SINGLE];
             // SAFETY: features as required by the caller; `tile` checks every slice it reads.
             unsafe {
                 match kind {
@@ -78,13 +96,14 @@ pub unsafe fn matmul(
                     }
                 }
             }
-            pair += pairs;
+            t += columns;
         }
-        t += columns;
+        pair += pairs;
     }
 }
 
-/// The tile shape for `pairs` x `columns`.
+/// The tile shape for `pairs` x `columns` (`columns` a power of two up to [`COLUMNS`], the
+/// pass starting at a multiple of it).
 ///
 /// # Safety
 /// As for [`tile`].
@@ -96,52 +115,55 @@ unsafe fn run_tile<const KIND: u8>(
     pair: usize,
     pairs: usize,
     columns: usize,
-    results: &mut [[[f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE],
+    results: &mut TileResults,
 ) {
+    let plain = x.blocks_of(t, columns);
+    let spread = x.spread_of(t, columns);
+    let minimums = x.minimums(t / MINIMUM_GROUP);
+    let lane0 = t % MINIMUM_GROUP;
     // SAFETY: forwarded from the caller.
     unsafe {
         match (pairs, columns) {
-            (PAIRS_SINGLE, 1) => tile::<KIND, PAIRS_SINGLE, 1>(w, pair, [x.blocks(t)], results),
-            (PAIRS_BATCH, COLUMNS_BATCH) => tile::<KIND, PAIRS_BATCH, COLUMNS_BATCH>(
-                w,
-                pair,
-                [
-                    x.blocks(t),
-                    x.blocks(t + 1),
-                    x.blocks(t + 2),
-                    x.blocks(t + 3),
-                ],
-                results,
-            ),
-            (_, 1) => tile::<KIND, 1, 1>(w, pair, [x.blocks(t)], results),
-            _ => tile::<KIND, 1, COLUMNS_BATCH>(
-                w,
-                pair,
-                [
-                    x.blocks(t),
-                    x.blocks(t + 1),
-                    x.blocks(t + 2),
-                    x.blocks(t + 3),
-                ],
-                results,
-            ),
+            (PAIRS_SINGLE, _) => {
+                tile::<KIND, PAIRS_SINGLE, 1>(w, pair, plain, spread, minimums, lane0, results)
+            }
+            (PAIRS_BATCH, 8) => {
+                tile::<KIND, PAIRS_BATCH, 8>(w, pair, plain, spread, minimums, lane0, results)
+            }
+            (PAIRS_BATCH, 4) => {
+                tile::<KIND, PAIRS_BATCH, 4>(w, pair, plain, spread, minimums, lane0, results)
+            }
+            (PAIRS_BATCH, 2) => {
+                tile::<KIND, PAIRS_BATCH, 2>(w, pair, plain, spread, minimums, lane0, results)
+            }
+            (PAIRS_BATCH, _) => {
+                tile::<KIND, PAIRS_BATCH, 1>(w, pair, plain, spread, minimums, lane0, results)
+            }
+            (_, 8) => tile::<KIND, 1, 8>(w, pair, plain, spread, minimums, lane0, results),
+            (_, 4) => tile::<KIND, 1, 4>(w, pair, plain, spread, minimums, lane0, results),
+            (_, 2) => tile::<KIND, 1, 2>(w, pair, plain, spread, minimums, lane0, results),
+            _ => tile::<KIND, 1, 1>(w, pair, plain, spread, minimums, lane0, results),
         }
     }
 }
 
-/// Rows of `P` pairs starting at `first_pair` against `C` activation vectors.
+/// Rows of `P` pairs starting at `first_pair` against `C` activation vectors (`plain` and
+/// `spread` hold their blocks one vector after another), whose Q4_1 minimum terms are lanes
+/// `2 (lane0 + c) + h` of `minimums`.
 ///
 /// # Safety
-/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `kind` is `w`'s type. Out-of-range
+/// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `KIND` is `w`'s type. Out-of-range
 /// pairs or short activations make it return without writing `results`.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
 unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
     w: &PackedMatrix,
     first_pair: usize,
-    acts: [&[ActivationBlock]; C],
-    results: &mut [[[f32; 2]; COLUMNS_BATCH]; PAIRS_SINGLE],
+    plain: &[ActivationBlock],
+    spread: &[SpreadBlock],
+    minimums: &[MinimumTerms],
+    lane0: usize,
+    results: &mut TileResults,
 ) {
-    let kind = KIND;
     let block_stride = w.block_stride();
     let group_block = w.group_block_stride();
     let blocks = w.blocks_per_row();
@@ -152,136 +174,147 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
             return;
         }
     }
-    for act in acts {
-        if act.len() != blocks {
-            return;
-        }
+    if plain.len() != C * blocks || spread.len() != C * blocks {
+        return;
+    }
+    if lane0 + C > MINIMUM_GROUP || (KIND == Q4_1 && minimums.len() != blocks) {
+        return;
     }
     let low_mask = _mm512_set1_epi8(0x0f);
     let flip = _mm512_set1_epi8(-128);
-    // Activation quants [a0..16, a0..16, a16..32, a16..32] for the 4-bit layouts.
-    let spread_q4 = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
-    // Group sums [s0..3, s0..3, s4..7, s4..7] (4-bit) and scales per row (see module docs).
-    let spread_sums_q4 = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
-    let spread_sums_q8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
-    let spread_scale_q4 = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
-    let spread_scale_q8 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-    let spread_scale = if kind == Q8_0 {
-        spread_scale_q8
+    // The upper half of a 4-bit pair block's register takes the high nibbles.
+    let nibble_shift = _mm512_setr_epi64(0, 0, 0, 0, 4, 4, 4, 4);
+    // Each row's scale over that row's lanes (see module docs); Q4_1's minimums of a pair over
+    // lanes (row 0, row 1) repeated, as the minimum terms are laid out.
+    let spread_scale = if KIND == Q8_0 {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1)
     } else {
-        spread_scale_q4
+        _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
     };
+    let spread_min = _mm512_setr_epi32(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
 
     let mut lanes = [[_mm512_setzero_ps(); C]; P];
-    let mut mins = [[_mm_setzero_ps(); C]; P];
-    #[allow(clippy::needless_range_loop)] // `b` indexes the weights and every column
+    let mut mins = [_mm512_setzero_ps(); P];
+    // One vector: `[d0, d1, m0, m1] * s` keeps the minimum terms in lanes 2 and 3, no shuffle.
+    let mut single_mins = [_mm_setzero_ps(); P];
     for b in 0..blocks {
-        // Per activation vector: quants laid out for this type, the offset correction, the
-        // scale and (Q4_1) the sum term.
-        let mut act_quants = [_mm512_setzero_si512(); C];
-        let mut act_offsets = [_mm512_setzero_si512(); C];
-        let mut act_d = [_mm512_setzero_ps(); C];
-        let mut act_s = [_mm_setzero_ps(); C];
-        for c in 0..C {
-            let a = &acts[c][b];
-            // SAFETY: `qs` is 32 bytes and `sum4` 16 bytes.
-            let (quants, sums) = unsafe {
-                (
-                    _mm256_loadu_si256(a.qs.as_ptr().cast()),
-                    _mm256_cvtepi16_epi32(_mm_loadu_si128(a.sum4.as_ptr().cast())),
-                )
-            };
-            let sums = _mm512_castsi256_si512(sums);
-            match kind {
-                Q8_0 => {
-                    act_quants[c] = _mm512_broadcast_i64x4(quants);
-                    // Weights are flipped to unsigned (q + 128): remove 128 * Σa per group.
-                    let spread = _mm512_permutexvar_epi32(spread_sums_q8, sums);
-                    act_offsets[c] =
-                        _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(spread, 7));
-                }
-                _ => {
-                    act_quants[c] =
-                        _mm512_permutexvar_epi64(spread_q4, _mm512_castsi256_si512(quants));
-                    if kind == Q4_0 {
-                        // Quants are stored 0..15 for values q - 8: remove 8 * Σa per group.
-                        let spread = _mm512_permutexvar_epi32(spread_sums_q4, sums);
-                        act_offsets[c] =
-                            _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(spread, 3));
-                    }
-                }
-            }
-            act_d[c] = _mm512_set1_ps(a.d);
-            act_s[c] = _mm_set1_ps(a.s);
-        }
-        // The tile's next blocks are prefetched: a few hundred bytes ahead in its stream.
+        // The tile's next blocks are prefetched, a couple of kilobytes ahead in its stream: the
+        // hardware prefetchers alone leave decode waiting on memory.
         let ahead = data
             .as_ptr()
-            .wrapping_add(bases[0] + (b + 12) * group_block);
+            .wrapping_add(bases[0] + (b + PREFETCH_BLOCKS) * group_block);
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+        let mut weights = [_mm512_setzero_si512(); P];
+        let mut weight_scales = [_mm512_setzero_ps(); P];
         for p in 0..P {
-            // SAFETY: checked above: block `b` of pair `first_pair + p` lies inside `data`.
+            // SAFETY: `bases[p] + b * group_block + block_stride <= data.len()` (checked above).
             let ptr = unsafe { data.as_ptr().add(bases[p] + b * group_block) };
             // SAFETY: `ptr` starts one packed block of a pair (36, 40 or 68 bytes): scales first,
             // then both rows' quants, so each load below reads inside it.
-            let (scales, weights) = unsafe {
-                match kind {
-                    Q8_0 => (
-                        _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned())),
-                        _mm512_xor_si512(_mm512_loadu_si512(ptr.add(4).cast()), flip),
-                    ),
+            let scales = unsafe {
+                match KIND {
+                    Q4_1 => {
+                        let scales = _mm_cvtph_ps(_mm_loadl_epi64(ptr.cast()));
+                        let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(ptr.add(8).cast()));
+                        weights[p] =
+                            _mm512_and_si512(_mm512_srlv_epi64(packed, nibble_shift), low_mask);
+                        scales
+                    }
+                    Q4_0 => {
+                        let packed = _mm512_broadcast_i64x4(_mm256_loadu_si256(ptr.add(4).cast()));
+                        weights[p] =
+                            _mm512_and_si512(_mm512_srlv_epi64(packed, nibble_shift), low_mask);
+                        _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned()))
+                    }
                     _ => {
-                        let (scales, offset) = if kind == Q4_1 {
-                            (_mm_cvtph_ps(_mm_loadl_epi64(ptr.cast())), 8)
-                        } else {
-                            (
-                                _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned())),
-                                4,
-                            )
-                        };
-                        let packed = _mm256_loadu_si256(ptr.add(offset).cast());
-                        let both = _mm512_inserti64x4(
-                            _mm512_castsi256_si512(packed),
-                            _mm256_srli_epi16(packed, 4),
-                            1,
-                        );
-                        (scales, _mm512_and_si512(both, low_mask))
+                        weights[p] = _mm512_xor_si512(_mm512_loadu_si512(ptr.add(4).cast()), flip);
+                        _mm_cvtph_ps(_mm_cvtsi32_si128(ptr.cast::<i32>().read_unaligned()))
                     }
                 }
             };
-            // Each row's weight scale spread over that row's lanes, once for all columns.
-            let weight_scales = _mm512_permutexvar_ps(spread_scale, _mm512_castps128_ps512(scales));
-            for c in 0..C {
-                let sums = _mm512_dpbusd_epi32(act_offsets[c], weights, act_quants[c]);
-                // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.
-                let d = _mm512_mul_ps(weight_scales, act_d[c]);
-                lanes[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), lanes[p][c]);
-                if kind == Q4_1 {
-                    mins[p][c] = _mm_fmadd_ps(scales, act_s[c], mins[p][c]);
+            if KIND == Q4_1 && C == 1 {
+                single_mins[p] = _mm_fmadd_ps(scales, _mm_set1_ps(plain[b].s), single_mins[p]);
+            }
+            let scales = _mm512_castps128_ps512(scales);
+            weight_scales[p] = _mm512_permutexvar_ps(spread_scale, scales);
+            if KIND == Q4_1 && C > 1 {
+                // SAFETY: `minimums` has one entry per block (checked above); 16 floats.
+                let s = unsafe { _mm512_loadu_ps(minimums[b].s.as_ptr()) };
+                let m = _mm512_permutexvar_ps(spread_min, scales);
+                mins[p] = _mm512_fmadd_ps(m, s, mins[p]);
+            }
+        }
+        for c in 0..C {
+            let (a, s) = (&plain[c * blocks + b], &spread[c * blocks + b]);
+            // SAFETY: `qs` is 32 bytes, `q4` 64 bytes and the offsets sixteen i32.
+            let (quants, start) = unsafe {
+                match KIND {
+                    Q4_1 => (
+                        _mm512_loadu_si512(s.q4.as_ptr().cast()),
+                        _mm512_setzero_si512(),
+                    ),
+                    Q4_0 => (
+                        _mm512_loadu_si512(s.q4.as_ptr().cast()),
+                        _mm512_loadu_si512(s.q4_0_offsets.as_ptr().cast()),
+                    ),
+                    _ => (
+                        _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast())),
+                        _mm512_loadu_si512(s.q8_0_offsets.as_ptr().cast()),
+                    ),
                 }
+            };
+            let act_d = _mm512_set1_ps(a.d);
+            for p in 0..P {
+                let sums = _mm512_dpbusd_epi32(start, weights[p], quants);
+                // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.
+                let d = _mm512_mul_ps(weight_scales[p], act_d);
+                lanes[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), lanes[p][c]);
             }
         }
     }
     for p in 0..P {
+        let (mut m, mut single) = ([0.0f32; 16], [0.0f32; 4]);
+        // SAFETY: sixteen and four f32 fit `m` and `single`.
+        unsafe {
+            _mm512_storeu_ps(m.as_mut_ptr(), mins[p]);
+            _mm_storeu_ps(single.as_mut_ptr(), single_mins[p]);
+        }
         for c in 0..C {
-            let mut l = [0.0f32; 16];
-            let mut m = [0.0f32; 4];
-            // SAFETY: sixteen and four f32 fit `l` and `m`.
-            unsafe {
-                _mm512_storeu_ps(l.as_mut_ptr(), lanes[p][c]);
-                _mm_storeu_ps(m.as_mut_ptr(), mins[p][c]);
-            }
-            for half in 0..2 {
-                let row_lanes: [f32; 8] = if kind == Q8_0 {
-                    core::array::from_fn(|g| l[8 * half + g])
+            let sums = hsum8_pair::<KIND>(lanes[p][c]);
+            for (half, result) in results[p][c].iter_mut().enumerate() {
+                let min = if KIND == Q4_1 && C == 1 {
+                    single[2 + half]
+                } else if KIND == Q4_1 {
+                    m[2 * (lane0 + c) + half]
                 } else {
-                    core::array::from_fn(|g| l[(g / 4) * 8 + half * 4 + g % 4])
+                    0.0
                 };
-                let min = if kind == Q4_1 { m[2 + half] } else { 0.0 };
-                results[p][c][half] = hsum8(&row_lanes) + min;
+                *result = sums[half] + min;
             }
         }
     }
+}
+
+/// `hsum8` of each row's eight lanes of a pair register, vectorised: `(l[i] + l[4 + i])`, then
+/// `(r0 + r2) + (r1 + r3)` (the same additions, so the same bits).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2,fma,f16c")]
+fn hsum8_pair<const KIND: u8>(acc: __m512) -> [f32; 2] {
+    // Bring each row's lanes 4-7 of its eight onto its lanes 0-3 (128-bit blocks: 4-bit rows
+    // own blocks 0 and 2 / 1 and 3; Q8_0 rows own blocks 0 and 1 / 2 and 3).
+    let swapped = if KIND == Q8_0 {
+        _mm512_shuffle_f32x4::<0b10_11_00_01>(acc, acc)
+    } else {
+        _mm512_shuffle_f32x4::<0b01_00_11_10>(acc, acc)
+    };
+    let r = _mm512_add_ps(acc, swapped);
+    let halves = _mm512_add_ps(r, _mm512_permute_ps::<0b01_00_11_10>(r));
+    let total = _mm512_add_ps(halves, _mm512_permute_ps::<0b10_11_00_01>(halves));
+    let mut out = [0.0f32; 16];
+    // SAFETY: sixteen f32 fit `out`.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), total) };
+    let second = if KIND == Q8_0 { 8 } else { 4 };
+    [out[0], out[second]]
 }

@@ -13,6 +13,7 @@ mod avx2;
 mod avx512;
 mod packed;
 pub mod scalar;
+mod spread;
 
 pub use activations::Activations;
 pub use aligned::{AlignedBytes, AlignedF32};

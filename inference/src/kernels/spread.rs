@@ -1,0 +1,95 @@
+//! Quantized activations laid out once per product for the AVX-512 kernels, so that their inner
+//! loop takes every activation operand straight from memory (no shuffles per weight block).
+//!
+//! A packed pair block in a 512-bit register holds two rows (see `packed`), so an activation
+//! block must be spread over the lanes the same way:
+//! - [`SpreadBlock::q4`]: quants `[a0..16, a0..16, a16..32, a16..32]`, the lanes of both rows'
+//!   low nibbles then both rows' high nibbles (4-bit types). Q8_0 uses the plain quants twice,
+//!   which a broadcast load gives.
+//! - The offset corrections, already spread, that start each block's integer sums: Q4_0 quants
+//!   are stored 0..15 for `q - 8`, so `-8 Σa` per group of four; Q8_0 weights are flipped to
+//!   unsigned `q + 128`, so `-128 Σa` per group.
+//! - [`MinimumTerms`]: Q4_1's `s` of eight consecutive vectors, each twice (once per row of a
+//!   pair), so one FMA per pair block updates the minimum term of both rows for all of them.
+
+use crate::quant::ActivationBlock;
+
+/// Vectors whose `s` terms share one [`MinimumTerms`].
+pub const MINIMUM_GROUP: usize = 8;
+
+/// One activation block spread for the pair-block lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(C, align(64))]
+pub struct SpreadBlock {
+    pub q4: [i8; 64],
+    pub q4_0_offsets: [i32; 16],
+    pub q8_0_offsets: [i32; 16],
+}
+
+impl Default for SpreadBlock {
+    fn default() -> Self {
+        Self {
+            q4: [0; 64],
+            q4_0_offsets: [0; 16],
+            q8_0_offsets: [0; 16],
+        }
+    }
+}
+
+/// Lane `2 c + h` holds `s` of vector `c` of the group (for row `h` of a pair).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+#[repr(C, align(64))]
+pub struct MinimumTerms {
+    pub s: [f32; 16],
+}
+
+impl SpreadBlock {
+    /// The spread form of `block`.
+    pub fn from_block(block: &ActivationBlock) -> Self {
+        let mut spread = Self::default();
+        for (lane, quads) in spread.q4.chunks_exact_mut(16).enumerate() {
+            // Lanes 0-15 and 16-31 take quants 0..16, lanes 32-63 quants 16..32.
+            let half = lane / 2;
+            quads.copy_from_slice(&block.qs[16 * half..16 * half + 16]);
+        }
+        for lane in 0..16 {
+            // 4-bit lanes: groups 0-3 (row 0), 0-3 (row 1), 4-7 (row 0), 4-7 (row 1).
+            let q4_group = (lane / 8) * 4 + lane % 4;
+            spread.q4_0_offsets[lane] = -8 * i32::from(block.sum4[q4_group]);
+            // Q8_0 lanes: groups 0-7 (row 0), 0-7 (row 1).
+            spread.q8_0_offsets[lane] = -128 * i32::from(block.sum4[lane % 8]);
+        }
+        spread
+    }
+}
+
+/// Fills `spread` (one per block of `blocks`) and `minimums` (one per group of
+/// [`MINIMUM_GROUP`] vectors and block) for `n` vectors of `per_vector` blocks each.
+pub fn spread_blocks(
+    blocks: &[ActivationBlock],
+    n: usize,
+    per_vector: usize,
+    spread: &mut [SpreadBlock],
+    minimums: &mut [MinimumTerms],
+) {
+    for (out, block) in spread.iter_mut().zip(blocks) {
+        *out = SpreadBlock::from_block(block);
+    }
+    for group in 0..n.div_ceil(MINIMUM_GROUP) {
+        for b in 0..per_vector {
+            let Some(terms) = minimums.get_mut(group * per_vector + b) else {
+                return;
+            };
+            for c in 0..MINIMUM_GROUP {
+                let t = group * MINIMUM_GROUP + c;
+                let s = if t < n {
+                    blocks.get(t * per_vector + b).map_or(0.0, |block| block.s)
+                } else {
+                    0.0
+                };
+                terms.s[2 * c] = s;
+                terms.s[2 * c + 1] = s;
+            }
+        }
+    }
+}
