@@ -6,7 +6,7 @@
 //! The `ward` binary is `target/release/ward` (built by the same `cargo run --release -p
 //! ward-tools -- build` that builds the image) or `$WARD_BIN`.
 
-use crate::{TempDir, accel, image, workspace_root};
+use crate::{TempDir, accel, built_file, image, workspace_root};
 use rand_chacha::rand_core::Rng;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -17,6 +17,7 @@ use ward_attestation::protocol::{ClientParams, NoHardwareVerifier, Purpose, Requ
 use ward_attestation::sealed::{ModelKey, seal_image};
 use ward_tools::client::{Address, Connection, SERVICE_PORT, connect, os_rng};
 use ward_tools::qemu::{RunningVm, SerialSink, VmConfig};
+use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
 
 /// What the service logs once it listens.
 pub const LISTENING: &str = "service: listening on vsock port";
@@ -27,18 +28,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
 /// The tiny model's sealed version.
 pub const TINY_VERSION: u64 = 3;
 
-/// The `ward` binary.
+/// The `ward` binary: `$WARD_BIN`, else `target/release/ward`.
 pub fn ward_bin() -> PathBuf {
-    let path = std::env::var_os("WARD_BIN").map_or_else(
-        || workspace_root().join("target/release/ward"),
-        PathBuf::from,
-    );
-    assert!(
-        path.exists(),
-        "{} does not exist: `cargo run --release -p ward-tools -- build` builds it (or set WARD_BIN)",
-        path.display()
-    );
-    path
+    built_file("WARD_BIN", "target/release/ward")
 }
 
 /// Runs `ward` with `args`, echoing what it printed.
@@ -90,6 +82,17 @@ impl Owner {
             path_str(&self.sender_file),
             "--allow-simulated",
         ])
+    }
+
+    /// The tiny generated model of `spec`, sealed as `ward-tiny` version [`TINY_VERSION`].
+    pub fn tiny(tag: &str, spec: &TinyModelSpec) -> Self {
+        Self::new(
+            tag,
+            "ward-tiny",
+            tiny_model_gguf(spec),
+            TINY_VERSION,
+            |_| {},
+        )
     }
 
     /// Seals `gguf` as model `id` version `version`, then lets `tamper` change the image.

@@ -43,19 +43,22 @@ pub fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
 }
 
-/// The image to boot: `$WARD_IMAGE`, else `target/ward/ward.img`. Panics with the build command
-/// when it is missing.
-pub fn image() -> PathBuf {
-    let path = std::env::var_os("WARD_IMAGE").map_or_else(
-        || workspace_root().join("target/ward/ward.img"),
-        PathBuf::from,
-    );
+/// A file `ward build` makes: `$variable`, else `default` under the workspace root. Panics with
+/// the build command when it is missing.
+pub fn built_file(variable: &str, default: &str) -> PathBuf {
+    let path =
+        std::env::var_os(variable).map_or_else(|| workspace_root().join(default), PathBuf::from);
     assert!(
         path.exists(),
-        "{} does not exist: build it first with `cargo run --release -p ward-tools -- build` (or set WARD_IMAGE)",
+        "{} does not exist: build it first with `cargo run --release -p ward-tools -- build` (or set {variable})",
         path.display()
     );
     path
+}
+
+/// The image to boot: `$WARD_IMAGE`, else `target/ward/ward.img`.
+pub fn image() -> PathBuf {
+    built_file("WARD_IMAGE", "target/ward/ward.img")
 }
 
 /// The accelerator: `$WARD_ACCEL` (`kvm` or `tcg`), else TCG.

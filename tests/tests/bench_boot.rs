@@ -11,8 +11,8 @@
 use sha2::{Digest, Sha384};
 use std::time::Duration;
 use ward_attestation::config::BenchConfig;
-use ward_tests::enclave::{Enclave, Owner, TINY_VERSION, hex, host_greedy, json_text, ward};
-use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
+use ward_tests::enclave::{Enclave, Owner, hex, host_greedy, json_text, ward};
+use ward_tools::tiny_model::TinyModelSpec;
 
 const BENCH: &str = "bench = { prompt = 16, gen = 8, repetitions = 2, slots = [1, 2] }";
 const DONE: &str = "bench: done, serving";
@@ -39,8 +39,7 @@ fn row(table: &[String], head: &[&str]) -> Option<(f64, f64)> {
 
 #[test]
 fn the_benchmark_runs_on_both_cpus_then_the_enclave_serves() {
-    let gguf = tiny_model_gguf(&TinyModelSpec::default());
-    let owner = Owner::new("bench-boot", "ward-tiny", gguf, TINY_VERSION, |_| {});
+    let owner = Owner::tiny("bench-boot", &TinyModelSpec::default());
     let config = owner.config(2, |c| {
         c.slots = 2;
         c.cadence_ms = 20;

@@ -155,8 +155,7 @@ fn record_lengths(captured: &[u8]) -> Vec<usize> {
 #[test]
 fn served_enclave() {
     assert_eq!(SERVICE_PORT, ward_kernel::service::SERVICE_PORT);
-    let gguf = tiny_model_gguf(&TinyModelSpec::default());
-    let owner = Owner::new("e2e-served", "ward-tiny", gguf, TINY_VERSION, |_| {});
+    let owner = Owner::tiny("e2e-served", &TinyModelSpec::default());
     let config = owner.config(2, |c| {
         c.slots = 1;
         c.queue = 1;
@@ -393,8 +392,7 @@ fn tampered_disks_and_rollback_are_refused() {
 fn too_little_memory_for_the_slots_is_refused() {
     // 64 slots of the tiny model: each slot's prefill chunk of 512 rows in the batch scratch
     // alone takes ~190 MiB, more than a 128 MiB VM has beside the weights.
-    let gguf = tiny_model_gguf(&TinyModelSpec::default());
-    let owner = Owner::new("e2e-memory", "ward-tiny", gguf, TINY_VERSION, |_| {});
+    let owner = Owner::tiny("e2e-memory", &TinyModelSpec::default());
     let config = owner.config(2, |c| c.slots = 64);
     let enclave = Enclave::boot(&config, &owner.disk, 128, 1);
     let release = owner.release_key(&enclave.addr());

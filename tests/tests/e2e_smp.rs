@@ -9,8 +9,8 @@
 use std::sync::Barrier;
 use std::thread;
 use ward_attestation::protocol::NoHardwareVerifier;
-use ward_tests::enclave::{Enclave, Owner, TINY_VERSION, chat_session, host_greedy, request};
-use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
+use ward_tests::enclave::{Enclave, Owner, chat_session, host_greedy, request};
+use ward_tools::tiny_model::TinyModelSpec;
 
 /// Tokens per answer: enough steps that the two requests share batched steps.
 const MAX_TOKENS: u32 = 40;
@@ -19,11 +19,11 @@ const MAX_TOKENS: u32 = 40;
 fn two_sessions_on_two_cpus_get_the_hosts_answers() {
     // Seed 8's tiny model answers these two prompts differently (most seeds answer any prompt
     // with newlines), so a mix-up between the slots would show.
-    let gguf = tiny_model_gguf(&TinyModelSpec {
+    let spec = TinyModelSpec {
         seed: 8,
         ..TinyModelSpec::default()
-    });
-    let owner = Owner::new("e2e-smp", "ward-tiny", gguf, TINY_VERSION, |_| {});
+    };
+    let owner = Owner::tiny("e2e-smp", &spec);
     // Two slots and no queue: both requests must run in slots at once, never one after the other.
     let config = owner.config(2, |c| {
         c.slots = 2;
