@@ -9,6 +9,8 @@ pub mod exceptions;
 pub mod gdt;
 #[cfg(target_os = "none")]
 pub mod idt;
+#[cfg(target_arch = "x86_64")]
+pub mod mmio;
 pub mod paging;
 #[cfg(target_os = "none")]
 pub mod port;

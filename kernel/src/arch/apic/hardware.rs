@@ -163,7 +163,9 @@ impl LocalApic {
             // SAFETY: the xAPIC page lies in the kernel's uncached identity-mapped MMIO window
             // (checked in `enter`), and `register` is an aligned 32-bit register in it.
             ApicMode::XApic(base) => unsafe {
-                core::ptr::read_volatile((base + u64::from(register)) as *const u32)
+                <u32 as crate::arch::mmio::Register>::load(
+                    (base + u64::from(register)) as *const u32,
+                )
             },
         }
     }
@@ -176,7 +178,10 @@ impl LocalApic {
             },
             // SAFETY: as for `read`.
             ApicMode::XApic(base) => unsafe {
-                core::ptr::write_volatile((base + u64::from(register)) as *mut u32, value)
+                <u32 as crate::arch::mmio::Register>::store(
+                    (base + u64::from(register)) as *mut u32,
+                    value,
+                )
             },
         }
     }

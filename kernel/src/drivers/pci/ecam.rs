@@ -131,6 +131,6 @@ impl ConfigSpace for Ecam {
         let address = self.base.as_u64() + bdf.ecam_offset() + u64::from(offset);
         // SAFETY: the whole 256 MiB window is identity-mapped uncached, `bdf` and `offset` keep
         // the address inside it, and configuration reads have no side effects.
-        unsafe { core::ptr::read_volatile(address as *const u32) }
+        unsafe { <u32 as crate::arch::mmio::Register>::load(address as *const u32) }
     }
 }

@@ -1,7 +1,9 @@
-//! A bounds-checked window of device registers. Accesses are volatile and naturally aligned;
+//! A bounds-checked window of device registers. Accesses are single MOVs (`arch::mmio`, so the
+//! SNP/TDX MMIO emulation can decode them) and naturally aligned;
 //! an access outside the window reads as all-ones and writes nothing, so a bad offset computed
 //! from a device value can never reach other memory.
 
+use crate::arch::mmio::Register;
 use core::ptr::NonNull;
 
 /// `len` bytes of device registers at `base`.
@@ -49,21 +51,21 @@ impl MmioRegion {
     }
 
     /// Reads a register; all-ones when `offset` is outside or misaligned.
-    pub fn read<T: Copy + AllOnes>(&self, offset: usize) -> T {
+    pub fn read<T: Register + AllOnes>(&self, offset: usize) -> T {
         match self.pointer::<T>(offset) {
             // SAFETY: an aligned address inside the mapped register window.
-            Some(pointer) => unsafe { pointer.read_volatile() },
+            Some(pointer) => unsafe { T::load(pointer) },
             None => T::ALL_ONES,
         }
     }
 
     /// Writes a register; nothing when `offset` is outside or misaligned. Returns whether it
     /// wrote.
-    pub fn write<T: Copy>(&mut self, offset: usize, value: T) -> bool {
+    pub fn write<T: Register>(&mut self, offset: usize, value: T) -> bool {
         match self.pointer::<T>(offset) {
             Some(pointer) => {
                 // SAFETY: an aligned address inside the mapped register window.
-                unsafe { pointer.write_volatile(value) };
+                unsafe { T::store(pointer, value) };
                 true
             }
             None => false,

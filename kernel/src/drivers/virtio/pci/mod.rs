@@ -26,7 +26,7 @@ impl ConfigAccess for crate::drivers::pci::ecam::Ecam {
         let address = Q35_ECAM_BASE + bdf.ecam_offset() + u64::from(offset);
         // SAFETY: the q35 ECAM window is identity-mapped uncached by the kernel's tables (the
         // only ECAM this kernel uses), and `bdf`/`offset` keep the address inside it.
-        unsafe { core::ptr::write_volatile(address as *mut u32, value) };
+        unsafe { <u32 as crate::arch::mmio::Register>::store(address as *mut u32, value) };
     }
 }
 
