@@ -2,7 +2,7 @@
 //! enclave with the relying party's policy, and saying clearly why it failed.
 
 use super::CommandError;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ward_attestation::protocol::{ClientParams, EvidenceVerifier, Purpose, SessionInfo};
 use ward_attestation::verify::{HardwareVerifier, Policy};
@@ -13,6 +13,53 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long setting up the connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The relying party's flags, shared by `ward chat` and `ward release-key`.
+#[derive(clap::Args)]
+pub struct TrustArgs {
+    /// Accept simulated evidence (native platform, development only).
+    #[arg(long)]
+    allow_simulated: bool,
+    /// Evidence policy (docs/policy.md); its `measurements` also apply to simulated evidence.
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Expect exactly this deployment configuration.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// SEV-SNP: the VCEK/VLEK certificate (DER or PEM) of the enclave's chip, from AMD's KDS
+    /// or the host's certificate table; an SNP report is refused without it.
+    #[arg(long)]
+    vcek: Option<PathBuf>,
+    /// SEV-SNP: the ASK/ARK chain (PEM); default: the built-in AMD certificates.
+    #[arg(long)]
+    chain: Option<PathBuf>,
+    /// TDX: Intel collateral (TCB info, QE identity, CRLs) as JSON (docs/policy.md); without it
+    /// the TCB status is "Unknown" and the default policy refuses the quote.
+    #[arg(long)]
+    collateral: Option<PathBuf>,
+}
+
+impl TrustArgs {
+    /// Reads the files the flags name.
+    pub fn checks(&self) -> Result<Checks, CommandError> {
+        let mut checks = Checks::load(
+            self.allow_simulated,
+            self.policy.as_deref(),
+            self.config.as_deref(),
+        )?;
+        checks.snp_vek = read_optional(self.vcek.as_deref(), "the VCEK")?;
+        checks.snp_chain = read_optional(self.chain.as_deref(), "the certificate chain")?;
+        checks.tdx_collateral = read_optional(self.collateral.as_deref(), "the TDX collateral")?;
+        Ok(checks)
+    }
+}
+
+fn read_optional(path: Option<&Path>, what: &str) -> Result<Option<Vec<u8>>, CommandError> {
+    path.map(|path| {
+        std::fs::read(path).map_err(|e| format!("reading {what} {}: {e}", path.display()).into())
+    })
+    .transpose()
+}
+
 /// The relying party's side of the checks.
 pub struct Checks {
     /// Accept simulated (native platform) evidence.
@@ -21,6 +68,12 @@ pub struct Checks {
     pub policy: Policy,
     /// The exact deployment configuration expected, if pinned.
     pub expected_config: Option<Vec<u8>>,
+    /// SEV-SNP: the chip's VCEK/VLEK certificate.
+    pub snp_vek: Option<Vec<u8>>,
+    /// SEV-SNP: ASK/ARK chain; `None` uses the built-in certificates.
+    pub snp_chain: Option<Vec<u8>>,
+    /// TDX: Intel collateral JSON.
+    pub tdx_collateral: Option<Vec<u8>>,
 }
 
 impl Checks {
@@ -48,6 +101,9 @@ impl Checks {
             allow_simulated,
             policy,
             expected_config,
+            snp_vek: None,
+            snp_chain: None,
+            tdx_collateral: None,
         })
     }
 
@@ -68,9 +124,9 @@ impl Checks {
     pub fn verifier(&self) -> HardwareVerifier {
         HardwareVerifier {
             policy: self.policy.clone(),
-            snp_vek: None,
-            snp_chain: None,
-            tdx_collateral: None,
+            snp_vek: self.snp_vek.clone(),
+            snp_chain: self.snp_chain.clone(),
+            tdx_collateral: self.tdx_collateral.clone(),
             at: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),

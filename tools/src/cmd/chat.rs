@@ -1,4 +1,5 @@
-//! `ward chat --connect ADDR [--allow-simulated] [--policy P] [--config C] [--system S] [--json]
+//! `ward chat --connect ADDR [--allow-simulated] [--policy P] [--config C] [--vcek DER] [--chain PEM]
+//! [--collateral JSON] [--system S] [--json]
 //! MESSAGE`: opens an attested session (the evidence is checked before anything is sent),
 //! sends the prompt encrypted, and streams the decrypted answer to standard output as it
 //! arrives. The answer counts only once its authenticated end checked out; a replayed,
@@ -10,7 +11,7 @@
 //! `--capture FILE` writes every byte read from the socket (for on-wire checks).
 
 use super::CommandError;
-use super::attested::{Checks, describe, open};
+use super::attested::{TrustArgs, describe, open};
 use sha2::{Digest, Sha384};
 use std::io::Write;
 use std::path::PathBuf;
@@ -26,15 +27,8 @@ pub struct Args {
     /// The enclave: vsock://CID:PORT or unix://PATH:PORT (hybrid vsock).
     #[arg(long)]
     connect: Address,
-    /// Accept simulated evidence (native platform, development only).
-    #[arg(long)]
-    allow_simulated: bool,
-    /// Evidence policy (docs/policy.md); its `measurements` also apply to simulated evidence.
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Expect exactly this deployment configuration.
-    #[arg(long)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    trust: TrustArgs,
     /// System message (default: the model's own, if its chat template has one).
     #[arg(long, default_value = "")]
     system: String,
@@ -74,11 +68,7 @@ pub fn verified_json(info: &SessionInfo) -> serde_json::Value {
 }
 
 pub fn run(args: Args) -> Result<ExitCode, CommandError> {
-    let checks = Checks::load(
-        args.allow_simulated,
-        args.policy.as_deref(),
-        args.config.as_deref(),
-    )?;
+    let checks = args.trust.checks()?;
     let verifier = checks.verifier();
     let (mut connection, info) = open(
         &args.connect,
@@ -110,7 +100,7 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
             if stream_text {
                 println!();
             }
-            return Err(describe(&error, args.allow_simulated).into());
+            return Err(describe(&error, checks.allow_simulated).into());
         }
     };
     // Closing is a courtesy; the answer is already complete and verified.

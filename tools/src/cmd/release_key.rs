@@ -1,5 +1,6 @@
 //! `ward release-key --connect ADDR --key model.key --sender-key release.key [--policy P]
-//! [--config C] [--allow-simulated]`: the model owner's key release (DESIGN §12,
+//! [--config C] [--allow-simulated] [--vcek DER] [--chain PEM] [--collateral JSON]`: the model
+//! owner's key release (DESIGN §12,
 //! docs/protocol.md §5). Opens a key-release session, verifies the enclave's evidence against
 //! the policy, checks that the bound deployment configuration names this key-release server
 //! (the public half of `--sender-key`), then seals the model key to the enclave's attested
@@ -7,7 +8,7 @@
 //! did not load.
 
 use super::CommandError;
-use super::attested::{Checks, describe, open};
+use super::attested::{Checks, TrustArgs, describe, open};
 use super::keygen::read_key_file;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,15 +30,8 @@ pub struct Args {
     /// The key-release server's private key (`ward keygen`).
     #[arg(long)]
     sender_key: PathBuf,
-    /// Evidence policy (docs/policy.md).
-    #[arg(long)]
-    policy: Option<PathBuf>,
-    /// Expect exactly this deployment configuration.
-    #[arg(long)]
-    config: Option<PathBuf>,
-    /// Accept simulated evidence (native platform, development only).
-    #[arg(long)]
-    allow_simulated: bool,
+    #[command(flatten)]
+    trust: TrustArgs,
 }
 
 /// Reads a model key file.
@@ -80,11 +74,7 @@ pub fn release(
 }
 
 pub fn run(args: Args) -> Result<ExitCode, CommandError> {
-    let checks = Checks::load(
-        args.allow_simulated,
-        args.policy.as_deref(),
-        args.config.as_deref(),
-    )?;
+    let checks = args.trust.checks()?;
     let sender = read_key_file(&args.sender_key)?;
     let key = read_model_key(&args.key)?;
     let (model, took) = release(&args.connect, &checks, &sender, &key)?;
