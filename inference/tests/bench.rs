@@ -9,12 +9,12 @@ mod tiny_q8;
 use std::cell::Cell;
 use tiny_q8::tiny_model;
 use ward_inference::bench::{
-    BenchError, BenchReport, Settings, Stats, measure_slots, measure_threads,
+    self, BenchError, BenchReport, Settings, Stats, measure_slots, measure_threads,
 };
 use ward_inference::gguf::Gguf;
 use ward_inference::kernels::Kernels;
 use ward_inference::model::Model;
-use ward_inference::parallel::Serial;
+use ward_inference::parallel::{Executor, Serial};
 
 fn model() -> Model {
     let bytes = tiny_model();
@@ -206,4 +206,43 @@ fn zero_lengths_and_slots_are_refused() {
         measure_slots(&model, &Serial, &clock, good, 0),
         Err(BenchError::BadSettings(_))
     ));
+}
+
+#[test]
+fn run_measures_every_executor_then_every_slot_count_in_order() {
+    let model = model();
+    let settings = Settings {
+        prompt: 4,
+        generate: 2,
+        repetitions: 1,
+    };
+    // Two executors (prompt and decode, warm-up and one timed run each), then slot counts 2
+    // and 1 (warm-up and one timed run each).
+    let script = Script::new(&[1, MS, 1, 2 * MS, 1, 4 * MS, 1, 8 * MS, 1, MS, 1, 2 * MS]);
+    let executors: [&dyn Executor; 2] = [&Serial, &Serial];
+    let report = bench::run(
+        &model,
+        &|| script.now(),
+        settings,
+        &executors,
+        &Serial,
+        &[2, 1],
+    )
+    .unwrap();
+    assert!(script.all_read());
+    assert_eq!(report.threads_for_slots, 1);
+    let rates: Vec<(f64, f64)> = report
+        .threads
+        .iter()
+        .map(|t| (t.prompt.mean, t.decode.mean))
+        .collect();
+    // 4 prompt tokens in 1 ms and 4 ms, 2 decoded tokens in 2 ms and 8 ms.
+    assert_eq!(rates, [(4000.0, 1000.0), (1000.0, 250.0)]);
+    let slots: Vec<(usize, f64)> = report
+        .slots
+        .iter()
+        .map(|s| (s.slots, s.decode.mean))
+        .collect();
+    // 2 slots x 2 steps in 1 ms, 1 slot x 2 steps in 2 ms.
+    assert_eq!(slots, [(2, 4000.0), (1, 1000.0)]);
 }

@@ -11,17 +11,20 @@
 //! Every test runs once as a warm-up, then `repetitions` timed runs; a figure is the mean and
 //! sample standard deviation of the per-run tokens/s. Time comes from a [`Clock`] the caller
 //! supplies (the host's monotonic clock, the enclave's TSC), read only around the timed work.
-//! The caller picks the [`crate::parallel::Executor`] of each thread count and collects the
-//! figures into a [`BenchReport`], which prints the table and the JSON object.
+//! The caller picks the [`crate::parallel::Executor`] of each thread count; [`run`] measures
+//! everything into a [`BenchReport`] (or call [`measure_threads`] / [`measure_slots`] one at a
+//! time), which prints the table and the JSON object.
 
 mod clock;
 mod error;
 mod measure;
 mod report;
+mod run;
 mod stats;
 
 pub use clock::Clock;
 pub use error::BenchError;
 pub use measure::{SLOT_PROMPT, Settings, measure_slots, measure_threads, token_ids};
 pub use report::{BenchReport, SlotFigures, ThreadFigures};
+pub use run::run;
 pub use stats::Stats;

@@ -29,11 +29,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use ward_inference::bench::{BenchReport, Settings, measure_slots, measure_threads};
+use ward_inference::bench::{self, Settings};
 use ward_inference::cpu::SimdLevel;
 use ward_inference::gguf::Gguf;
 use ward_inference::model::Model;
-use ward_inference::parallel::ThreadPool;
+use ward_inference::parallel::{Executor, ThreadPool};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -119,24 +119,34 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     let model = Model::from_gguf(&gguf, kernels_for(args.simd)?)?;
     let origin = Instant::now();
     let clock = move || origin.elapsed().as_nanos() as u64;
-    let mut report = BenchReport::new(&model, settings, threads_for_slots);
-    for &threads in &args.threads {
+    let start = |threads: usize| -> Result<ThreadPool, CommandError> {
         let pool =
             ThreadPool::new(threads).map_err(|e| format!("starting {threads} threads: {e}"))?;
-        report
-            .threads
-            .push(measure_threads(&model, &pool, &clock, settings)?);
-    }
-    if !args.slots.is_empty() {
-        let pool = ThreadPool::new(threads_for_slots)
-            .map_err(|e| format!("starting {threads_for_slots} threads: {e}"))?;
-        for &slots in &args.slots {
-            report
-                .slots
-                .push(measure_slots(&model, &pool, &clock, settings, slots)?);
+        // The pool caps its size; a figure must carry the thread count it was measured at.
+        if pool.workers() != threads {
+            return Err(format!("a thread pool holds at most {} threads", pool.workers()).into());
         }
-    }
-    // The model's memory goes back before llama.cpp loads its own copy.
+        Ok(pool)
+    };
+    let pools = args
+        .threads
+        .iter()
+        .map(|&threads| start(threads))
+        .collect::<Result<Vec<_>, _>>()?;
+    let executors: Vec<&dyn Executor> = pools.iter().map(|p| p as &dyn Executor).collect();
+    let slot_pool = start(threads_for_slots)?;
+    let report = bench::run(
+        &model,
+        &clock,
+        settings,
+        &executors,
+        &slot_pool,
+        &args.slots,
+    )?;
+    drop(executors);
+    drop(pools);
+    drop(slot_pool);
+    // The model's memory and the pools' threads go before llama.cpp loads its own copy.
     drop(model);
     drop(bytes);
 
