@@ -1,16 +1,18 @@
 //! The forward pass split across threads gives the same logits, bit for bit, as on one thread:
 //! on a tiny generated model (Q8_0 matrices, rows not a multiple of the split) and on the
-//! default model's reference prompt.
+//! default model's reference prompt; and the batcher's steps (attention split by slot) likewise.
 
 mod support;
 #[path = "support/tiny_q8.rs"]
 mod tiny_q8;
 
 use tiny_q8::{VOCAB, tiny_model};
+use ward_inference::batcher::{Batcher, BatcherConfig};
 use ward_inference::gguf::Gguf;
 use ward_inference::kernels::Kernels;
 use ward_inference::model::Model;
 use ward_inference::parallel::{Executor, Serial, ThreadPool};
+use ward_inference::sampler::SamplerConfig;
 
 /// Greedy tokens and the bits of every step's logits: the prompt in chunks of `max_batch`, then
 /// `count` decode steps.
@@ -89,4 +91,56 @@ fn default_model_two_threads_equal_one() {
     let threaded = run(&model, &pool, &prompt, 512, 16);
     assert_eq!(threaded.0, expected[..16]);
     assert!(serial == threaded, "{:?} vs {:?}", serial.0, threaded.0);
+}
+
+/// Every slot's logits after each batched step, bit for bit, with `slots` busy slots fed prompts
+/// of different lengths (prefill chunks and decode rows mixed in steps), greedy.
+fn batched_logits(model: &Model, executor: &dyn Executor, slots: usize) -> Vec<Vec<u32>> {
+    let config = BatcherConfig {
+        slots,
+        capacity: 96,
+        prefill_chunk: 8,
+    };
+    let mut batcher = Batcher::new(model, config);
+    for slot in 0..slots as u32 {
+        let prompt: Vec<u32> = (0..3 + 5 * slot)
+            .map(|j| (j * 29 + slot * 11 + 3) % VOCAB as u32)
+            .collect();
+        batcher.start(&prompt, 10, SamplerConfig::greedy()).unwrap();
+    }
+    let mut bits = Vec::new();
+    while batcher.busy() > 0 {
+        let emitted = batcher.step(model, executor).unwrap().to_vec();
+        for e in emitted {
+            bits.push(
+                batcher
+                    .logits(e.slot)
+                    .iter()
+                    .map(|l| l.to_bits())
+                    .chain([e.slot.0 as u32, e.token])
+                    .collect(),
+            );
+            if e.last {
+                batcher.release(e.slot).unwrap();
+            }
+        }
+    }
+    bits
+}
+
+#[test]
+fn tiny_model_batched_steps_on_threads_equal_serial() {
+    let bytes = tiny_model();
+    let gguf = Gguf::parse(&bytes).unwrap();
+    let model = Model::from_gguf(&gguf, Kernels::detect()).unwrap();
+    for slots in [1, 3, 8] {
+        let serial = batched_logits(&model, &Serial, slots);
+        for workers in [2, 3] {
+            let pool = ThreadPool::new(workers).unwrap();
+            assert!(
+                batched_logits(&model, &pool, slots) == serial,
+                "{slots} slots on {workers} workers"
+            );
+        }
+    }
 }

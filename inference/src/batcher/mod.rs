@@ -171,6 +171,11 @@ impl Batcher {
         self.slots.iter().filter(|s| s.busy).count()
     }
 
+    /// The logits of `slot`'s last step, as its sampler left them (penalties apply in place).
+    pub fn logits(&self, slot: SlotId) -> &[f32] {
+        self.contexts.get(slot.0).map_or(&[], |ctx| ctx.logits())
+    }
+
     /// Takes a free slot for `prompt`, to produce `max_tokens` tokens sampled with `sampler`.
     pub fn start(
         &mut self,

@@ -18,7 +18,7 @@
 
 use super::activations::Activations;
 use super::packed::PackedMatrix;
-use super::spread::{MINIMUM_GROUP, MinimumTerms, SpreadBlock};
+use super::spread::{FLOAT_BIAS, FLOAT_BIAS_VALUE, MINIMUM_GROUP, MinimumTerms, SpreadBlock};
 use super::{Q4_0, Q4_1, Q8_0, avx2, quant_kind};
 use crate::quant::ActivationBlock;
 use core::arch::x86_64::*;
@@ -191,6 +191,7 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
     } else {
         _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
     };
+    let bias = _mm512_set1_ps(FLOAT_BIAS_VALUE);
     let spread_min = _mm512_setr_epi32(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
 
     let mut lanes = [[_mm512_setzero_ps(); C]; P];
@@ -253,7 +254,7 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                 match KIND {
                     Q4_1 => (
                         _mm512_loadu_si512(s.q4.as_ptr().cast()),
-                        _mm512_setzero_si512(),
+                        _mm512_set1_epi32(FLOAT_BIAS),
                     ),
                     Q4_0 => (
                         _mm512_loadu_si512(s.q4.as_ptr().cast()),
@@ -270,7 +271,9 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                 let sums = _mm512_dpbusd_epi32(start, weights[p], quants);
                 // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.
                 let d = _mm512_mul_ps(weight_scales[p], act_d);
-                lanes[p][c] = _mm512_fmadd_ps(d, _mm512_cvtepi32_ps(sums), lanes[p][c]);
+                // The sums as f32, exactly (see `spread::FLOAT_BIAS`).
+                let sums = _mm512_sub_ps(_mm512_castsi512_ps(sums), bias);
+                lanes[p][c] = _mm512_fmadd_ps(d, sums, lanes[p][c]);
             }
         }
     }

@@ -6,13 +6,20 @@
 //! - [`SpreadBlock::q4`]: quants `[a0..16, a0..16, a16..32, a16..32]`, the lanes of both rows'
 //!   low nibbles then both rows' high nibbles (4-bit types). Q8_0 uses the plain quants twice,
 //!   which a broadcast load gives.
-//! - The offset corrections, already spread, that start each block's integer sums: Q4_0 quants
-//!   are stored 0..15 for `q - 8`, so `-8 Σa` per group of four; Q8_0 weights are flipped to
-//!   unsigned `q + 128`, so `-128 Σa` per group.
+//! - The starting values of each block's integer sums: [`FLOAT_BIAS`] plus the offset
+//!   corrections, already spread. Q4_0 quants are stored 0..15 for `q - 8`, so `-8 Σa` per group
+//!   of four; Q8_0 weights are flipped to unsigned `q + 128`, so `-128 Σa` per group.
 //! - [`MinimumTerms`]: Q4_1's `s` of eight consecutive vectors, each twice (once per row of a
 //!   pair), so one FMA per pair block updates the minimum term of both rows for all of them.
 
 use crate::quant::ActivationBlock;
+
+/// Added to every integer group sum so that its bits read as the f32 `FLOAT_BIAS_VALUE + sum`
+/// (exact for |sum| < 2^22; group sums are below 2^18): subtracting the float then gives the sum
+/// as f32 without an integer conversion, which competes with `vpdpbusd` for one port.
+pub const FLOAT_BIAS: i32 = 0x4b40_0000;
+/// The f32 whose bits are [`FLOAT_BIAS`]: 1.5 * 2^23.
+pub const FLOAT_BIAS_VALUE: f32 = 12_582_912.0;
 
 /// Vectors whose `s` terms share one [`MinimumTerms`].
 pub const MINIMUM_GROUP: usize = 8;
@@ -55,9 +62,9 @@ impl SpreadBlock {
         for lane in 0..16 {
             // 4-bit lanes: groups 0-3 (row 0), 0-3 (row 1), 4-7 (row 0), 4-7 (row 1).
             let q4_group = (lane / 8) * 4 + lane % 4;
-            spread.q4_0_offsets[lane] = -8 * i32::from(block.sum4[q4_group]);
+            spread.q4_0_offsets[lane] = FLOAT_BIAS - 8 * i32::from(block.sum4[q4_group]);
             // Q8_0 lanes: groups 0-7 (row 0), 0-7 (row 1).
-            spread.q8_0_offsets[lane] = -128 * i32::from(block.sum4[lane % 8]);
+            spread.q8_0_offsets[lane] = FLOAT_BIAS - 128 * i32::from(block.sum4[lane % 8]);
         }
         spread
     }

@@ -85,6 +85,8 @@ pub struct AttentionScratch {
     /// Per-position-lane partial sums of the output, `[64][head_dim]`, then `[16][head_dim]`
     /// for combining them.
     partial: alloc::vec::Vec<f32>,
+    /// Per output element, the f64 sum of the positions past the vector part (decode order).
+    tail: alloc::vec::Vec<f64>,
 }
 
 impl AttentionScratch {
@@ -95,6 +97,7 @@ impl AttentionScratch {
             probs: alloc::vec![0.0; capacity],
             probs_f16: alloc::vec![0.0; capacity],
             partial: alloc::vec![0.0; 80 * head_dim],
+            tail: alloc::vec![0.0; head_dim],
         }
     }
 }
@@ -250,18 +253,31 @@ fn attend_generic<F: super::math::Fma>(
             }
         }
     }
-    for (d, o) in out.iter_mut().enumerate().take(head_dim) {
-        let lane = |l: usize| combined[l * head_dim + d];
-        let tree = (lane(0) + lane(2)) + (lane(1) + lane(3));
-        *o = if batch_order {
-            tree
-        } else {
-            let mut sum = f64::from(tree);
-            for p in vector_end..valid {
-                sum += f64::from(scratch.probs_f16[p] * values[p * head_dim + d]);
+    if batch_order {
+        for (d, o) in out.iter_mut().enumerate().take(head_dim) {
+            let lane = |l: usize| combined[l * head_dim + d];
+            *o = (lane(0) + lane(2)) + (lane(1) + lane(3));
+        }
+    } else {
+        // Positions past the last whole 64 are added in f64, one after another for every output
+        // element: walking positions outermost keeps each step a contiguous (vector) pass.
+        let tail = &mut scratch.tail[..head_dim];
+        for (d, t) in tail.iter_mut().enumerate() {
+            let lane = |l: usize| combined[l * head_dim + d];
+            *t = f64::from((lane(0) + lane(2)) + (lane(1) + lane(3)));
+        }
+        for p in vector_end..valid {
+            let prob = scratch.probs_f16[p];
+            for (t, &v) in tail
+                .iter_mut()
+                .zip(&values[p * head_dim..(p + 1) * head_dim])
+            {
+                *t += f64::from(prob * v);
             }
-            sum as f32
-        };
+        }
+        for (o, &t) in out.iter_mut().zip(tail.iter()) {
+            *o = t as f32;
+        }
     }
     partial[..used * head_dim].fill(0.0);
 }

@@ -12,6 +12,7 @@ use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
 use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
 use super::products::{Product, run_products};
+use super::shared::Disjoint;
 use super::{Context, Model, ModelError};
 use crate::kernels::Activations;
 use crate::parallel::Executor;
@@ -36,8 +37,18 @@ pub struct BatchScratch {
     rows: RowBuffers,
     act_out: Activations,
     angles: Vec<(f32, f32)>,
-    attention: AttentionScratch,
+    /// One per span, so spans attend in parallel.
+    attention: Vec<AttentionScratch>,
     logits: Vec<f32>,
+}
+
+/// One span's rows of the step's buffers.
+struct SpanRows<'a> {
+    q: &'a mut [f32],
+    k: &'a mut [f32],
+    v: &'a [f32],
+    angles: &'a [(f32, f32)],
+    att: &'a mut [f32],
 }
 
 impl Model {
@@ -63,7 +74,9 @@ impl Model {
             ),
             act_out: Activations::with_level(max_spans, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_rows * c.head_dim / 2],
-            attention: AttentionScratch::new(capacity.max(1), c.head_dim),
+            attention: (0..max_spans)
+                .map(|_| AttentionScratch::new(capacity.max(1), c.head_dim))
+                .collect(),
             logits: alloc::vec![0.0; max_spans * c.vocab_size],
         }
     }
@@ -81,7 +94,7 @@ impl Model {
         self.check_batch(scratch, contexts, tokens, spans)?;
         let c = &self.config;
         let rows = spans.iter().map(|s| s.tokens.len()).sum::<usize>();
-        let (dim, q_dim, kv_dim) = (c.dim, c.q_dim(), c.kv_dim());
+        let dim = c.dim;
         let half = c.head_dim / 2;
         let s = scratch;
         // Gathered row of every token: spans in order, each span's tokens in order.
@@ -104,59 +117,7 @@ impl Model {
         }
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
             self.attention_inputs(executor, layer, &mut s.rows, rows)?;
-            let mut row = 0;
-            for span in spans {
-                let ctx = &mut contexts[span.context];
-                let (start, n) = (ctx.position, span.tokens.len());
-                let order = if n > 1 {
-                    SumOrder::Batch
-                } else {
-                    SumOrder::Decode
-                };
-                let n_kv = padded_kv_len(start + n - 1, ctx.capacity);
-                for i in 0..n {
-                    let t = row + i;
-                    let angles = &s.angles[t * half..(t + 1) * half];
-                    for head in s.rows.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim]
-                        .chunks_exact_mut(c.head_dim)
-                    {
-                        self.math.rope(head, angles);
-                    }
-                    for head in s.rows.k.as_mut_slice()[t * kv_dim..(t + 1) * kv_dim]
-                        .chunks_exact_mut(c.head_dim)
-                    {
-                        self.math.rope(head, angles);
-                    }
-                    ctx.store_kv_row(
-                        &self.math,
-                        layer_index,
-                        start + i,
-                        &s.rows.k.as_slice()[t * kv_dim..(t + 1) * kv_dim],
-                        &s.rows.v.as_slice()[t * kv_dim..(t + 1) * kv_dim],
-                    );
-                }
-                for i in 0..n {
-                    let (t, pos) = (row + i, start + i);
-                    for head in 0..c.n_heads {
-                        let kv_head = head / (c.n_heads / c.n_kv_heads);
-                        let at = ctx.cache_offset(layer_index, kv_head, 0);
-                        let cached = at..at + (pos + 1) * c.head_dim;
-                        attend(
-                            self.kernels.level(),
-                            order,
-                            &s.rows.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim],
-                            &ctx.keys[cached.clone()],
-                            &ctx.values[cached],
-                            pos,
-                            n_kv,
-                            &mut s.attention,
-                            &mut s.rows.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
-                                [..c.head_dim],
-                        );
-                    }
-                }
-                row += n;
-            }
+            self.attend_spans(executor, layer_index, s, contexts, spans);
             self.attention_output(executor, layer, &mut s.rows, 0, rows)?;
             self.feed_forward(executor, layer, &mut s.rows, 0, rows)?;
         }
@@ -193,6 +154,118 @@ impl Model {
                 .copy_from_slice(&s.logits[i * vocab..(i + 1) * vocab]);
         }
         Ok(())
+    }
+
+    /// RoPE, KV-cache store and attention for every span of the step, one task per span on
+    /// `executor` (each span touches only its own context, rows and scratch).
+    fn attend_spans(
+        &self,
+        executor: &dyn Executor,
+        layer_index: usize,
+        s: &mut BatchScratch,
+        contexts: &mut [Context],
+        spans: &[Span],
+    ) {
+        let c = &self.config;
+        let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
+        let q = Disjoint::new(s.rows.q.as_mut_slice());
+        let k = Disjoint::new(s.rows.k.as_mut_slice());
+        let att = Disjoint::new(s.rows.att.as_mut_slice());
+        let scratches = Disjoint::new(&mut s.attention[..]);
+        let contexts = Disjoint::new(contexts);
+        let (v, angles) = (s.rows.v.as_slice(), &s.angles[..]);
+        let half = c.head_dim / 2;
+        executor.run(spans.len(), &|task, _worker| {
+            let i = task.0;
+            let span = &spans[i];
+            let first = spans[..i].iter().map(|s| s.tokens.len()).sum::<usize>();
+            let rows = first..first + span.tokens.len();
+            // SAFETY: every task takes a different span: spans name distinct contexts (checked
+            // by `check_batch`), own disjoint row ranges of the step, and task `i` alone uses
+            // scratch `i` (`check_batch` keeps the spans within the scratches). The buffers
+            // outlive the run, which returns when every task has.
+            let (ctx, q, k, att, scratch) = unsafe {
+                (
+                    contexts.item(span.context),
+                    q.range(rows.start * q_dim..rows.end * q_dim),
+                    k.range(rows.start * kv_dim..rows.end * kv_dim),
+                    att.range(rows.start * q_dim..rows.end * q_dim),
+                    scratches.item(i),
+                )
+            };
+            let (Some(ctx), Some(q), Some(k), Some(att), Some(scratch)) = (ctx, q, k, att, scratch)
+            else {
+                return;
+            };
+            self.attend_span(
+                layer_index,
+                ctx,
+                SpanRows {
+                    q,
+                    k,
+                    v: &v[rows.start * kv_dim..rows.end * kv_dim],
+                    angles: &angles[rows.start * half..rows.end * half],
+                    att,
+                },
+                scratch,
+            );
+        });
+    }
+
+    /// One span's part of a layer's attention: RoPE on its queries and keys, its keys and values
+    /// into its context's cache, then every head of every token over that cache.
+    fn attend_span(
+        &self,
+        layer_index: usize,
+        ctx: &mut Context,
+        rows: SpanRows<'_>,
+        scratch: &mut AttentionScratch,
+    ) {
+        let c = &self.config;
+        let (q_dim, kv_dim, half) = (c.q_dim(), c.kv_dim(), c.head_dim / 2);
+        let (start, n) = (ctx.position, rows.q.len() / q_dim);
+        let order = if n > 1 {
+            SumOrder::Batch
+        } else {
+            SumOrder::Decode
+        };
+        let n_kv = padded_kv_len(start + n - 1, ctx.capacity);
+        for i in 0..n {
+            let angles = &rows.angles[i * half..(i + 1) * half];
+            for head in rows.q[i * q_dim..(i + 1) * q_dim].chunks_exact_mut(c.head_dim) {
+                self.math.rope(head, angles);
+            }
+            for head in rows.k[i * kv_dim..(i + 1) * kv_dim].chunks_exact_mut(c.head_dim) {
+                self.math.rope(head, angles);
+            }
+            ctx.store_kv_row(
+                &self.math,
+                layer_index,
+                start + i,
+                &rows.k[i * kv_dim..(i + 1) * kv_dim],
+                &rows.v[i * kv_dim..(i + 1) * kv_dim],
+            );
+        }
+        for i in 0..n {
+            let pos = start + i;
+            for head in 0..c.n_heads {
+                let kv_head = head / (c.n_heads / c.n_kv_heads);
+                let at = ctx.cache_offset(layer_index, kv_head, 0);
+                let cached = at..at + (pos + 1) * c.head_dim;
+                let query = i * q_dim + head * c.head_dim..i * q_dim + (head + 1) * c.head_dim;
+                attend(
+                    self.kernels.level(),
+                    order,
+                    &rows.q[query.clone()],
+                    &ctx.keys[cached.clone()],
+                    &ctx.values[cached],
+                    pos,
+                    n_kv,
+                    scratch,
+                    &mut rows.att[query],
+                );
+            }
+        }
     }
 
     fn check_batch(

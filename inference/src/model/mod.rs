@@ -16,6 +16,7 @@ mod error;
 mod layer;
 mod math;
 mod products;
+mod shared;
 mod trig;
 mod weights;
 
