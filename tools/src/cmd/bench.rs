@@ -29,7 +29,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
-use ward_inference::bench::{self, Settings};
+use ward_inference::bench::{self, BenchReport, Settings};
 use ward_inference::cpu::SimdLevel;
 use ward_inference::gguf::Gguf;
 use ward_inference::model::Model;
@@ -83,6 +83,14 @@ fn check_counts(flag: &str, counts: &[usize]) -> Result<(), CommandError> {
     {
         return Err(format!("{flag} names {repeat} twice").into());
     }
+    Ok(())
+}
+
+/// Ward's figures alone: the contract's JSON object.
+fn print_json(report: &BenchReport) -> Result<(), CommandError> {
+    let mut json = String::new();
+    report.write_json(&mut json)?;
+    println!("{json}");
     Ok(())
 }
 
@@ -158,9 +166,7 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     }
     let Some(llama) = llama else {
         if args.json {
-            let mut json = String::new();
-            report.write_json(&mut json)?;
-            println!("{json}");
+            print_json(&report)?;
         }
         return Ok(ExitCode::SUCCESS);
     };
@@ -174,10 +180,9 @@ pub fn run(args: Args) -> Result<ExitCode, CommandError> {
     let figures = match llama.run(&plan) {
         Ok(figures) => figures,
         Err(error) => {
+            // Ward's figures stand on their own; the error follows them.
             if args.json {
-                let mut json = String::new();
-                report.write_json(&mut json)?;
-                println!("{json}");
+                print_json(&report)?;
             }
             return Err(error.into());
         }
