@@ -265,8 +265,22 @@ fn mismatched_shapes_are_errors() {
 #[test]
 fn activation_quantization_is_the_same_at_every_level() {
     let mut rng = Rng(99);
-    for edge in [false, true] {
-        let x = random_activations(&mut rng, 9, 96, edge);
+    // Blocks whose maximum is 127 scale by exactly 1, so halves are ties (rounded to even);
+    // an all-zero block; tiny and huge magnitudes.
+    let ties: Vec<f32> = (0..9 * 96)
+        .map(|i| match (i / 32) % 4 {
+            0 if i % 32 == 0 => 127.0,
+            0 => (i % 32) as f32 * 0.5 - 8.0,
+            1 => 0.0,
+            2 => [1.0e-30, -3.0e-38, 5.0e-39][i % 3],
+            _ => [3.0e38, -1.0e20, 0.5][i % 3],
+        })
+        .collect();
+    for (edge, x) in [
+        (false, random_activations(&mut rng, 9, 96, false)),
+        (true, random_activations(&mut rng, 9, 96, true)),
+        (true, ties),
+    ] {
         let mut portable = Activations::new(9, 96);
         assert!(portable.load(&x, 9));
         for level in levels() {

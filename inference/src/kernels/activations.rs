@@ -11,8 +11,9 @@ use alloc::vec::Vec;
 /// Activations for up to `capacity` vectors of `cols` values, allocated once.
 #[derive(Debug, Clone)]
 pub struct Activations {
-    /// Whether AVX2 may be used to quantize (only speed depends on it).
+    /// Whether AVX2 / AVX-512 may be used to quantize (only speed depends on it).
     avx2: bool,
+    avx512: bool,
     cols: usize,
     capacity: usize,
     n: usize,
@@ -38,7 +39,8 @@ impl Activations {
             0
         };
         // Kept whatever `level` is, so AVX-512 kernels can run on any activations this CPU made.
-        let (spread, minimums) = if blocks > 0 && SimdLevel::Avx512.is_supported() {
+        let has_avx512 = SimdLevel::Avx512.is_supported();
+        let (spread, minimums) = if blocks > 0 && has_avx512 {
             (
                 alloc::vec![SpreadBlock::default(); blocks],
                 alloc::vec![MinimumTerms::default(); capacity.div_ceil(MINIMUM_GROUP) * (cols / BLOCK)],
@@ -48,6 +50,7 @@ impl Activations {
         };
         Self {
             avx2: level != SimdLevel::Scalar && level.is_supported(),
+            avx512: level == SimdLevel::Avx512 && has_avx512,
             cols,
             capacity,
             n: 0,
@@ -70,7 +73,10 @@ impl Activations {
             let count = n * self.cols / BLOCK;
             let out = &mut self.blocks[..count];
             #[cfg(target_arch = "x86_64")]
-            if self.avx2 {
+            if self.avx512 {
+                // SAFETY: `avx512` is only set when CPUID reported AVX-512 F/BW/VL/VNNI.
+                unsafe { crate::quant::quantize_row_q8_avx512(x, out) };
+            } else if self.avx2 {
                 // SAFETY: `avx2` is only set when CPUID reported AVX2 (and more).
                 unsafe { crate::quant::quantize_row_q8_avx2(x, out) };
             } else {
@@ -81,7 +87,9 @@ impl Activations {
             if !self.spread.is_empty() {
                 let per_vector = self.cols / BLOCK;
                 let groups = n.div_ceil(MINIMUM_GROUP) * per_vector;
+                // The spread form exists only when this CPU has AVX-512.
                 spread_blocks(
+                    true,
                     &self.blocks[..count],
                     n,
                     per_vector,

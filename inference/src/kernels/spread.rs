@@ -70,15 +70,64 @@ impl SpreadBlock {
     }
 }
 
+/// [`SpreadBlock::from_block`] for every block, with AVX-512 (the same values).
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn spread_each_avx512(blocks: &[ActivationBlock], spread: &mut [SpreadBlock]) {
+    use core::arch::x86_64::*;
+    let quants_q4 = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+    let sums_q4 = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
+    let sums_q8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
+    let bias = _mm512_set1_epi32(FLOAT_BIAS);
+    for (out, block) in spread.iter_mut().zip(blocks) {
+        // SAFETY: `qs` is 32 bytes, `sum4` 16 bytes, and every field of `out` 64 bytes.
+        unsafe {
+            let quants = _mm512_castsi256_si512(_mm256_loadu_si256(block.qs.as_ptr().cast()));
+            let sums = _mm512_castsi256_si512(_mm256_cvtepi16_epi32(_mm_loadu_si128(
+                block.sum4.as_ptr().cast(),
+            )));
+            _mm512_storeu_si512(
+                out.q4.as_mut_ptr().cast(),
+                _mm512_permutexvar_epi64(quants_q4, quants),
+            );
+            let q4 = _mm512_slli_epi32::<3>(_mm512_permutexvar_epi32(sums_q4, sums));
+            _mm512_storeu_si512(
+                out.q4_0_offsets.as_mut_ptr().cast(),
+                _mm512_sub_epi32(bias, q4),
+            );
+            let q8 = _mm512_slli_epi32::<7>(_mm512_permutexvar_epi32(sums_q8, sums));
+            _mm512_storeu_si512(
+                out.q8_0_offsets.as_mut_ptr().cast(),
+                _mm512_sub_epi32(bias, q8),
+            );
+        }
+    }
+}
+
 /// Fills `spread` (one per block of `blocks`) and `minimums` (one per group of
-/// [`MINIMUM_GROUP`] vectors and block) for `n` vectors of `per_vector` blocks each.
+/// [`MINIMUM_GROUP`] vectors and block) for `n` vectors of `per_vector` blocks each; `avx512`
+/// says whether this CPU has AVX-512 (the results are the same either way).
 pub fn spread_blocks(
+    avx512: bool,
     blocks: &[ActivationBlock],
     n: usize,
     per_vector: usize,
     spread: &mut [SpreadBlock],
     minimums: &mut [MinimumTerms],
 ) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: the caller checked the CPU.
+        unsafe { spread_each_avx512(blocks, spread) };
+    } else {
+        for (out, block) in spread.iter_mut().zip(blocks) {
+            *out = SpreadBlock::from_block(block);
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
     for (out, block) in spread.iter_mut().zip(blocks) {
         *out = SpreadBlock::from_block(block);
     }
@@ -97,6 +146,32 @@ pub fn spread_blocks(
                 terms.s[2 * c] = s;
                 terms.s[2 * c + 1] = s;
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::quant::quantize_row_q8;
+
+    #[test]
+    fn vector_spread_equals_the_portable_one() {
+        let x: alloc::vec::Vec<f32> = (0..32 * 7)
+            .map(|i| ((i * 7919) % 263) as f32 - 131.0)
+            .collect();
+        let mut blocks = [ActivationBlock::default(); 7];
+        quantize_row_q8(&x, &mut blocks);
+        let mut spread = [SpreadBlock::default(); 7];
+        let mut minimums = [MinimumTerms::default(); 1];
+        let avx512 = crate::cpu::SimdLevel::Avx512.is_supported();
+        spread_blocks(avx512, &blocks, 7, 1, &mut spread, &mut minimums);
+        for (block, spread) in blocks.iter().zip(&spread) {
+            assert_eq!(*spread, SpreadBlock::from_block(block));
+        }
+        for (c, pair) in minimums[0].s.chunks_exact(2).enumerate() {
+            let s = blocks.get(c).map_or(0.0, |b| b.s);
+            assert_eq!(pair, [s, s]);
         }
     }
 }

@@ -40,6 +40,60 @@ pub unsafe fn quantize_row_q8_avx2(x: &[f32], out: &mut [ActivationBlock]) {
     quantize_generic(x, out)
 }
 
+/// [`quantize_row_q8`] written for AVX-512: the same operations per value (maximum of the
+/// magnitudes, `x * (127 / max)` rounded half to even, saturated to i8 with NaN as 0, group and
+/// block sums, the scale and sum rounded through f16), so the same bits.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW/VL/VNNI.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn quantize_row_q8_avx512(x: &[f32], out: &mut [ActivationBlock]) {
+    use core::arch::x86_64::*;
+    let ones = _mm256_set1_epi8(1);
+    let (low, high) = (_mm512_set1_ps(-128.0), _mm512_set1_ps(127.0));
+    for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {
+        // SAFETY: `values` holds 32 f32.
+        let (first, second) = unsafe {
+            (
+                _mm512_loadu_ps(values.as_ptr()),
+                _mm512_loadu_ps(values.as_ptr().add(16)),
+            )
+        };
+        // `max_ps` returns its second operand when either is NaN: NaN magnitudes are skipped,
+        // as `f32::max` skips them.
+        let magnitudes = _mm512_max_ps(
+            _mm512_abs_ps(second),
+            _mm512_max_ps(_mm512_abs_ps(first), _mm512_setzero_ps()),
+        );
+        let max = _mm512_reduce_max_ps(magnitudes);
+        let d = max / 127.0;
+        let inverse = _mm512_set1_ps(if max != 0.0 { 127.0 / max } else { 0.0 });
+        let quantize = |v: __m512| {
+            let scaled = _mm512_mul_ps(v, inverse);
+            let rounded =
+                _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(scaled);
+            let clamped = _mm512_min_ps(_mm512_max_ps(rounded, low), high);
+            let ordered = _mm512_cmp_ps_mask::<_CMP_ORD_Q>(scaled, scaled);
+            _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(_mm512_maskz_mov_ps(ordered, clamped)))
+        };
+        let quants = _mm256_set_m128i(quantize(second), quantize(first));
+        // Sums of each four consecutive quants: `1 * q` four at a time.
+        let groups = _mm256_dpbusd_epi32(_mm256_setzero_si256(), ones, quants);
+        // SAFETY: `qs` is 32 bytes and `sum4` 8 i16.
+        unsafe {
+            _mm256_storeu_si256(block.qs.as_mut_ptr().cast(), quants);
+            _mm_storeu_si128(
+                block.sum4.as_mut_ptr().cast(),
+                _mm256_cvtepi32_epi16(groups),
+            );
+        }
+        let sum = _mm512_reduce_add_epi32(_mm512_zextsi256_si512(groups));
+        block.d = f16_bits_to_f32(f32_to_f16_bits(d));
+        block.s = f16_bits_to_f32(f32_to_f16_bits(d * sum as f32));
+    }
+}
+
 #[inline(always)]
 fn quantize_generic(x: &[f32], out: &mut [ActivationBlock]) {
     for (values, block) in x.chunks_exact(BLOCK).zip(out.iter_mut()) {

@@ -4,9 +4,9 @@
 mod activation;
 mod blocks;
 
-#[cfg(target_arch = "x86_64")]
-pub use activation::quantize_row_q8_avx2;
 pub use activation::{ActivationBlock, quantize_row_q8};
+#[cfg(target_arch = "x86_64")]
+pub use activation::{quantize_row_q8_avx2, quantize_row_q8_avx512};
 pub use blocks::{
     BLOCK, dequantize_row, f16_bits_to_f32, f32_to_f16_bits, q4_0_block, q4_1_block, q8_0_block,
     row_bytes,
