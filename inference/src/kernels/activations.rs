@@ -3,7 +3,7 @@
 //! with AVX-512 the quantized blocks are also kept spread for its kernels (see `spread`).
 
 use super::aligned::AlignedF32;
-use super::spread::{MINIMUM_GROUP, MinimumTerms, SpreadBlock, spread_blocks};
+use super::spread::{BlockTerms, MINIMUM_GROUP, SpreadBlock, spread_blocks};
 use crate::cpu::SimdLevel;
 use crate::quant::{ActivationBlock, BLOCK, quantize_row_q8};
 use alloc::vec::Vec;
@@ -21,7 +21,7 @@ pub struct Activations {
     blocks: Vec<ActivationBlock>,
     /// The blocks spread for the AVX-512 kernels (empty when this CPU has no AVX-512).
     spread: Vec<SpreadBlock>,
-    minimums: Vec<MinimumTerms>,
+    terms: Vec<BlockTerms>,
 }
 
 impl Activations {
@@ -40,10 +40,11 @@ impl Activations {
         };
         // Kept whatever `level` is, so AVX-512 kernels can run on any activations this CPU made.
         let has_avx512 = SimdLevel::Avx512.is_supported();
-        let (spread, minimums) = if blocks > 0 && has_avx512 {
+        let (spread, terms) = if blocks > 0 && has_avx512 {
+            let group_blocks = capacity.div_ceil(MINIMUM_GROUP) * (cols / BLOCK);
             (
-                alloc::vec![SpreadBlock::default(); blocks],
-                alloc::vec![MinimumTerms::default(); capacity.div_ceil(MINIMUM_GROUP) * (cols / BLOCK)],
+                alloc::vec![SpreadBlock::default(); group_blocks * MINIMUM_GROUP],
+                alloc::vec![BlockTerms::default(); group_blocks],
             )
         } else {
             (Vec::new(), Vec::new())
@@ -57,7 +58,7 @@ impl Activations {
             floats: AlignedF32::zeroed(capacity * cols),
             blocks: alloc::vec![ActivationBlock::default(); blocks],
             spread,
-            minimums,
+            terms,
         }
     }
 
@@ -85,16 +86,14 @@ impl Activations {
             #[cfg(not(target_arch = "x86_64"))]
             quantize_row_q8(x, out);
             if !self.spread.is_empty() {
-                let per_vector = self.cols / BLOCK;
-                let groups = n.div_ceil(MINIMUM_GROUP) * per_vector;
                 // The spread form exists only when this CPU has AVX-512.
                 spread_blocks(
                     true,
                     &self.blocks[..count],
                     n,
-                    per_vector,
-                    &mut self.spread[..count],
-                    &mut self.minimums[..groups],
+                    self.cols / BLOCK,
+                    &mut self.spread,
+                    &mut self.terms,
                 );
             }
         }
@@ -134,27 +133,19 @@ impl Activations {
         !self.spread.is_empty()
     }
 
-    /// Vectors `first..first + count` quantized, one after another (empty if out of range).
-    pub(super) fn blocks_of(&self, first: usize, count: usize) -> &[ActivationBlock] {
-        let per = self.cols / BLOCK;
-        self.blocks
-            .get(first * per..(first + count) * per)
-            .unwrap_or(&[])
-    }
-
-    /// Vectors `first..first + count` spread for the AVX-512 kernels, one after another (empty
-    /// without AVX-512 or out of range).
-    pub(super) fn spread_of(&self, first: usize, count: usize) -> &[SpreadBlock] {
-        let per = self.cols / BLOCK;
+    /// Group `group` of [`MINIMUM_GROUP`] vectors spread for the AVX-512 kernels, block-major
+    /// (see `spread`; empty without AVX-512 or out of range).
+    pub(super) fn spread_group(&self, group: usize) -> &[SpreadBlock] {
+        let per = self.cols / BLOCK * MINIMUM_GROUP;
         self.spread
-            .get(first * per..(first + count) * per)
+            .get(group * per..(group + 1) * per)
             .unwrap_or(&[])
     }
 
-    /// The minimum terms of vectors `MINIMUM_GROUP * group ..` (empty without AVX-512).
-    pub(super) fn minimums(&self, group: usize) -> &[MinimumTerms] {
+    /// The per-block scalars of group `group` (empty without AVX-512 or out of range).
+    pub(super) fn terms(&self, group: usize) -> &[BlockTerms] {
         let per = self.cols / BLOCK;
-        self.minimums
+        self.terms
             .get(group * per..(group + 1) * per)
             .unwrap_or(&[])
     }

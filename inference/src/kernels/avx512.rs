@@ -18,9 +18,8 @@
 
 use super::activations::Activations;
 use super::packed::PackedMatrix;
-use super::spread::{FLOAT_BIAS, FLOAT_BIAS_VALUE, MINIMUM_GROUP, MinimumTerms, SpreadBlock};
+use super::spread::{BlockTerms, FLOAT_BIAS, FLOAT_BIAS_VALUE, MINIMUM_GROUP, SpreadBlock};
 use super::{Q4_0, Q4_1, Q8_0, avx2, quant_kind};
-use crate::quant::ActivationBlock;
 use core::arch::x86_64::*;
 use core::ops::Range;
 
@@ -117,39 +116,36 @@ unsafe fn run_tile<const KIND: u8>(
     columns: usize,
     results: &mut TileResults,
 ) {
-    let plain = x.blocks_of(t, columns);
-    let spread = x.spread_of(t, columns);
-    let minimums = x.minimums(t / MINIMUM_GROUP);
-    let lane0 = t % MINIMUM_GROUP;
+    let group = Group {
+        spread: x.spread_group(t / MINIMUM_GROUP),
+        terms: x.terms(t / MINIMUM_GROUP),
+        first: t % MINIMUM_GROUP,
+    };
     // SAFETY: forwarded from the caller.
     unsafe {
         match (pairs, columns) {
-            (PAIRS_SINGLE, _) => {
-                tile::<KIND, PAIRS_SINGLE, 1>(w, pair, plain, spread, minimums, lane0, results)
-            }
-            (PAIRS_BATCH, 8) => {
-                tile::<KIND, PAIRS_BATCH, 8>(w, pair, plain, spread, minimums, lane0, results)
-            }
-            (PAIRS_BATCH, 4) => {
-                tile::<KIND, PAIRS_BATCH, 4>(w, pair, plain, spread, minimums, lane0, results)
-            }
-            (PAIRS_BATCH, 2) => {
-                tile::<KIND, PAIRS_BATCH, 2>(w, pair, plain, spread, minimums, lane0, results)
-            }
-            (PAIRS_BATCH, _) => {
-                tile::<KIND, PAIRS_BATCH, 1>(w, pair, plain, spread, minimums, lane0, results)
-            }
-            (_, 8) => tile::<KIND, 1, 8>(w, pair, plain, spread, minimums, lane0, results),
-            (_, 4) => tile::<KIND, 1, 4>(w, pair, plain, spread, minimums, lane0, results),
-            (_, 2) => tile::<KIND, 1, 2>(w, pair, plain, spread, minimums, lane0, results),
-            _ => tile::<KIND, 1, 1>(w, pair, plain, spread, minimums, lane0, results),
+            (PAIRS_SINGLE, _) => tile::<KIND, PAIRS_SINGLE, 1>(w, pair, group, results),
+            (PAIRS_BATCH, 8) => tile::<KIND, PAIRS_BATCH, 8>(w, pair, group, results),
+            (PAIRS_BATCH, 4) => tile::<KIND, PAIRS_BATCH, 4>(w, pair, group, results),
+            (PAIRS_BATCH, 2) => tile::<KIND, PAIRS_BATCH, 2>(w, pair, group, results),
+            (PAIRS_BATCH, _) => tile::<KIND, PAIRS_BATCH, 1>(w, pair, group, results),
+            (_, 8) => tile::<KIND, 1, 8>(w, pair, group, results),
+            (_, 4) => tile::<KIND, 1, 4>(w, pair, group, results),
+            (_, 2) => tile::<KIND, 1, 2>(w, pair, group, results),
+            _ => tile::<KIND, 1, 1>(w, pair, group, results),
         }
     }
 }
 
-/// Rows of `P` pairs starting at `first_pair` against `C` activation vectors (`plain` and
-/// `spread` hold their blocks one vector after another), whose Q4_1 minimum terms are lanes
-/// `2 (lane0 + c) + h` of `minimums`.
+/// The activation vectors of a pass: vectors `first..` of one group of the spread form.
+#[derive(Clone, Copy)]
+struct Group<'a> {
+    spread: &'a [SpreadBlock],
+    terms: &'a [BlockTerms],
+    first: usize,
+}
+
+/// Rows of `P` pairs starting at `first_pair` against `C` activation vectors of `group`.
 ///
 /// # Safety
 /// AVX-512 F/BW/VL/VNNI, AVX2, FMA and F16C available; `KIND` is `w`'s type. Out-of-range
@@ -158,10 +154,7 @@ unsafe fn run_tile<const KIND: u8>(
 unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
     w: &PackedMatrix,
     first_pair: usize,
-    plain: &[ActivationBlock],
-    spread: &[SpreadBlock],
-    minimums: &[MinimumTerms],
-    lane0: usize,
+    group: Group<'_>,
     results: &mut TileResults,
 ) {
     let block_stride = w.block_stride();
@@ -174,10 +167,11 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
             return;
         }
     }
-    if plain.len() != C * blocks || spread.len() != C * blocks {
-        return;
-    }
-    if lane0 + C > MINIMUM_GROUP || (KIND == Q4_1 && minimums.len() != blocks) {
+    let lane0 = group.first;
+    if lane0 + C > MINIMUM_GROUP
+        || group.spread.len() != blocks * MINIMUM_GROUP
+        || group.terms.len() != blocks
+    {
         return;
     }
     let low_mask = _mm512_set1_epi8(0x0f);
@@ -191,8 +185,9 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
     } else {
         _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1)
     };
-    let bias = _mm512_set1_ps(FLOAT_BIAS_VALUE);
     let spread_min = _mm512_setr_epi32(2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3, 2, 3);
+    let bias = _mm512_set1_ps(FLOAT_BIAS_VALUE);
+    let start_q4_1 = _mm512_set1_epi32(FLOAT_BIAS);
 
     let mut lanes = [[_mm512_setzero_ps(); C]; P];
     let mut mins = [_mm512_setzero_ps(); P];
@@ -207,6 +202,15 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
         _mm_prefetch::<_MM_HINT_T0>(ahead.cast());
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(64).cast());
         _mm_prefetch::<_MM_HINT_T0>(ahead.wrapping_add(128).cast());
+        // SAFETY: `b < blocks`, and the group holds `blocks * MINIMUM_GROUP` spread blocks and
+        // `blocks` terms (checked above); `lane0 + C <= MINIMUM_GROUP`, so every vector `c < C`
+        // read below is `spread_b.add(c)` within block `b`'s eight.
+        let (spread_b, terms_b) = unsafe {
+            (
+                group.spread.as_ptr().add(b * MINIMUM_GROUP + lane0),
+                &*group.terms.as_ptr().add(b),
+            )
+        };
         let mut weights = [_mm512_setzero_si512(); P];
         let mut weight_scales = [_mm512_setzero_ps(); P];
         for p in 0..P {
@@ -236,37 +240,36 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                 }
             };
             if KIND == Q4_1 && C == 1 {
-                single_mins[p] = _mm_fmadd_ps(scales, _mm_set1_ps(plain[b].s), single_mins[p]);
+                let s = _mm_set1_ps(terms_b.s[2 * lane0]);
+                single_mins[p] = _mm_fmadd_ps(scales, s, single_mins[p]);
             }
             let scales = _mm512_castps128_ps512(scales);
             weight_scales[p] = _mm512_permutexvar_ps(spread_scale, scales);
             if KIND == Q4_1 && C > 1 {
-                // SAFETY: `minimums` has one entry per block (checked above); 16 floats.
-                let s = unsafe { _mm512_loadu_ps(minimums[b].s.as_ptr()) };
+                // SAFETY: sixteen floats.
+                let s = unsafe { _mm512_loadu_ps(terms_b.s.as_ptr()) };
                 let m = _mm512_permutexvar_ps(spread_min, scales);
                 mins[p] = _mm512_fmadd_ps(m, s, mins[p]);
             }
         }
+        #[allow(clippy::needless_range_loop)] // `c` indexes the group and every pair's lanes
         for c in 0..C {
-            let (a, s) = (&plain[c * blocks + b], &spread[c * blocks + b]);
-            // SAFETY: `qs` is 32 bytes, `q4` 64 bytes and the offsets sixteen i32.
+            // SAFETY: `spread_b.add(c)` is inside the group (see above); its fields are 64 bytes.
             let (quants, start) = unsafe {
+                let s = &*spread_b.add(c);
                 match KIND {
-                    Q4_1 => (
-                        _mm512_loadu_si512(s.q4.as_ptr().cast()),
-                        _mm512_set1_epi32(FLOAT_BIAS),
-                    ),
+                    Q4_1 => (_mm512_loadu_si512(s.q4.as_ptr().cast()), start_q4_1),
                     Q4_0 => (
                         _mm512_loadu_si512(s.q4.as_ptr().cast()),
                         _mm512_loadu_si512(s.q4_0_offsets.as_ptr().cast()),
                     ),
                     _ => (
-                        _mm512_broadcast_i64x4(_mm256_loadu_si256(a.qs.as_ptr().cast())),
+                        _mm512_loadu_si512(s.q8.as_ptr().cast()),
                         _mm512_loadu_si512(s.q8_0_offsets.as_ptr().cast()),
                     ),
                 }
             };
-            let act_d = _mm512_set1_ps(a.d);
+            let act_d = _mm512_set1_ps(terms_b.d[lane0 + c]);
             for p in 0..P {
                 let sums = _mm512_dpbusd_epi32(start, weights[p], quants);
                 // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.

@@ -1,16 +1,21 @@
 //! Quantized activations laid out once per product for the AVX-512 kernels, so that their inner
 //! loop takes every activation operand straight from memory (no shuffles per weight block).
 //!
+//! Vectors are taken in groups of [`MINIMUM_GROUP`] (a kernel pass handles at most that many),
+//! and within a group the blocks are stored block-major: block `b` of the group's vectors `0..8`
+//! side by side, so a pass reaches every vector's operands at fixed offsets from one pointer.
+//!
 //! A packed pair block in a 512-bit register holds two rows (see `packed`), so an activation
 //! block must be spread over the lanes the same way:
 //! - [`SpreadBlock::q4`]: quants `[a0..16, a0..16, a16..32, a16..32]`, the lanes of both rows'
-//!   low nibbles then both rows' high nibbles (4-bit types). Q8_0 uses the plain quants twice,
-//!   which a broadcast load gives.
+//!   low nibbles then both rows' high nibbles (4-bit types); [`SpreadBlock::q8`] the quants twice
+//!   (Q8_0, whose rows take 32 lanes each).
 //! - The starting values of each block's integer sums: [`FLOAT_BIAS`] plus the offset
 //!   corrections, already spread. Q4_0 quants are stored 0..15 for `q - 8`, so `-8 Σa` per group
 //!   of four; Q8_0 weights are flipped to unsigned `q + 128`, so `-128 Σa` per group.
-//! - [`MinimumTerms`]: Q4_1's `s` of eight consecutive vectors, each twice (once per row of a
-//!   pair), so one FMA per pair block updates the minimum term of both rows for all of them.
+//! - [`BlockTerms`]: per block, the scales `d` of the group's vectors, and Q4_1's `s` of each
+//!   twice (once per row of a pair), so one FMA per pair block updates the minimum term of both
+//!   rows for all of them.
 
 use crate::quant::ActivationBlock;
 
@@ -21,7 +26,7 @@ pub const FLOAT_BIAS: i32 = 0x4b40_0000;
 /// The f32 whose bits are [`FLOAT_BIAS`]: 1.5 * 2^23.
 pub const FLOAT_BIAS_VALUE: f32 = 12_582_912.0;
 
-/// Vectors whose `s` terms share one [`MinimumTerms`].
+/// Vectors stored together (see the module documentation).
 pub const MINIMUM_GROUP: usize = 8;
 
 /// One activation block spread for the pair-block lanes.
@@ -29,6 +34,7 @@ pub const MINIMUM_GROUP: usize = 8;
 #[repr(C, align(64))]
 pub struct SpreadBlock {
     pub q4: [i8; 64],
+    pub q8: [i8; 64],
     pub q4_0_offsets: [i32; 16],
     pub q8_0_offsets: [i32; 16],
 }
@@ -37,17 +43,20 @@ impl Default for SpreadBlock {
     fn default() -> Self {
         Self {
             q4: [0; 64],
+            q8: [0; 64],
             q4_0_offsets: [0; 16],
             q8_0_offsets: [0; 16],
         }
     }
 }
 
-/// Lane `2 c + h` holds `s` of vector `c` of the group (for row `h` of a pair).
+/// One block's per-vector scalars for a group: lane `2 c + h` of `s` holds `s` of vector `c`
+/// (for row `h` of a pair), `d[c]` its scale.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 #[repr(C, align(64))]
-pub struct MinimumTerms {
+pub struct BlockTerms {
     pub s: [f32; 16],
+    pub d: [f32; MINIMUM_GROUP],
 }
 
 impl SpreadBlock {
@@ -59,6 +68,8 @@ impl SpreadBlock {
             let half = lane / 2;
             quads.copy_from_slice(&block.qs[16 * half..16 * half + 16]);
         }
+        spread.q8[..32].copy_from_slice(&block.qs);
+        spread.q8[32..].copy_from_slice(&block.qs);
         for lane in 0..16 {
             // 4-bit lanes: groups 0-3 (row 0), 0-3 (row 1), 4-7 (row 0), 4-7 (row 1).
             let q4_group = (lane / 8) * 4 + lane % 4;
@@ -79,6 +90,7 @@ impl SpreadBlock {
 unsafe fn spread_each_avx512(blocks: &[ActivationBlock], spread: &mut [SpreadBlock]) {
     use core::arch::x86_64::*;
     let quants_q4 = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
+    let quants_q8 = _mm512_setr_epi64(0, 1, 2, 3, 0, 1, 2, 3);
     let sums_q4 = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
     let sums_q8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
     let bias = _mm512_set1_epi32(FLOAT_BIAS);
@@ -92,6 +104,10 @@ unsafe fn spread_each_avx512(blocks: &[ActivationBlock], spread: &mut [SpreadBlo
             _mm512_storeu_si512(
                 out.q4.as_mut_ptr().cast(),
                 _mm512_permutexvar_epi64(quants_q4, quants),
+            );
+            _mm512_storeu_si512(
+                out.q8.as_mut_ptr().cast(),
+                _mm512_permutexvar_epi64(quants_q8, quants),
             );
             let q4 = _mm512_slli_epi32::<3>(_mm512_permutexvar_epi32(sums_q4, sums));
             _mm512_storeu_si512(
@@ -107,45 +123,57 @@ unsafe fn spread_each_avx512(blocks: &[ActivationBlock], spread: &mut [SpreadBlo
     }
 }
 
-/// Fills `spread` (one per block of `blocks`) and `minimums` (one per group of
-/// [`MINIMUM_GROUP`] vectors and block) for `n` vectors of `per_vector` blocks each; `avx512`
-/// says whether this CPU has AVX-512 (the results are the same either way).
+/// Fills `spread` and `terms` from `blocks`, `n` vectors of `per_vector` blocks each one after
+/// another: block `b` of vector `t` goes to `spread[(t / 8 * per_vector + b) * 8 + t % 8]`, its
+/// scalars to `terms[t / 8 * per_vector + b]` (see the module documentation). `avx512` says
+/// whether this CPU has AVX-512 (the results are the same either way).
 pub fn spread_blocks(
     avx512: bool,
     blocks: &[ActivationBlock],
     n: usize,
     per_vector: usize,
     spread: &mut [SpreadBlock],
-    minimums: &mut [MinimumTerms],
+    terms: &mut [BlockTerms],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    if avx512 {
-        // SAFETY: the caller checked the CPU.
-        unsafe { spread_each_avx512(blocks, spread) };
-    } else {
-        for (out, block) in spread.iter_mut().zip(blocks) {
-            *out = SpreadBlock::from_block(block);
+    let groups = n.div_ceil(MINIMUM_GROUP);
+    if per_vector == 0
+        || blocks.len() < n * per_vector
+        || spread.len() < groups * per_vector * MINIMUM_GROUP
+        || terms.len() < groups * per_vector
+    {
+        return;
+    }
+    for t in 0..n {
+        let (group, c) = (t / MINIMUM_GROUP, t % MINIMUM_GROUP);
+        let vector = &blocks[t * per_vector..(t + 1) * per_vector];
+        for (b, block) in vector.iter().enumerate() {
+            let at = (group * per_vector + b) * MINIMUM_GROUP + c;
+            #[cfg(target_arch = "x86_64")]
+            if avx512 {
+                // SAFETY: the caller checked the CPU.
+                unsafe {
+                    spread_each_avx512(core::slice::from_ref(block), &mut spread[at..at + 1])
+                };
+            } else {
+                spread[at] = SpreadBlock::from_block(block);
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            {
+                spread[at] = SpreadBlock::from_block(block);
+            }
+            let terms = &mut terms[group * per_vector + b];
+            terms.s[2 * c] = block.s;
+            terms.s[2 * c + 1] = block.s;
+            terms.d[c] = block.d;
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    for (out, block) in spread.iter_mut().zip(blocks) {
-        *out = SpreadBlock::from_block(block);
-    }
-    for group in 0..n.div_ceil(MINIMUM_GROUP) {
-        for b in 0..per_vector {
-            let Some(terms) = minimums.get_mut(group * per_vector + b) else {
-                return;
-            };
-            for c in 0..MINIMUM_GROUP {
-                let t = group * MINIMUM_GROUP + c;
-                let s = if t < n {
-                    blocks.get(t * per_vector + b).map_or(0.0, |block| block.s)
-                } else {
-                    0.0
-                };
-                terms.s[2 * c] = s;
-                terms.s[2 * c + 1] = s;
-            }
+    // A group's missing vectors keep zero terms (their lanes are never read).
+    let filled = n - (groups - 1) * MINIMUM_GROUP;
+    for terms in &mut terms[(groups - 1) * per_vector..groups * per_vector] {
+        for c in filled..MINIMUM_GROUP {
+            terms.s[2 * c] = 0.0;
+            terms.s[2 * c + 1] = 0.0;
+            terms.d[c] = 0.0;
         }
     }
 }
@@ -162,16 +190,18 @@ mod tests {
             .collect();
         let mut blocks = [ActivationBlock::default(); 7];
         quantize_row_q8(&x, &mut blocks);
-        let mut spread = [SpreadBlock::default(); 7];
-        let mut minimums = [MinimumTerms::default(); 1];
+        let mut spread = [SpreadBlock::default(); 8];
+        let mut terms = [BlockTerms::default(); 1];
         let avx512 = crate::cpu::SimdLevel::Avx512.is_supported();
-        spread_blocks(avx512, &blocks, 7, 1, &mut spread, &mut minimums);
+        spread_blocks(avx512, &blocks, 7, 1, &mut spread, &mut terms);
         for (block, spread) in blocks.iter().zip(&spread) {
             assert_eq!(*spread, SpreadBlock::from_block(block));
+            assert_eq!(spread.q8[..32], block.qs);
         }
-        for (c, pair) in minimums[0].s.chunks_exact(2).enumerate() {
-            let s = blocks.get(c).map_or(0.0, |b| b.s);
+        for (c, pair) in terms[0].s.chunks_exact(2).enumerate() {
+            let (s, d) = blocks.get(c).map_or((0.0, 0.0), |b| (b.s, b.d));
             assert_eq!(pair, [s, s]);
+            assert_eq!(terms[0].d[c], d);
         }
     }
 }
