@@ -8,12 +8,11 @@
 //! only when they fit the free heap (the same accounting as the load-time check).
 
 use super::memory::{BatcherMemory, InsufficientMemory};
+use alloc::vec::Vec;
 use core::fmt;
 use ward_attestation::config::BenchConfig;
 use ward_inference::batcher::BatcherConfig;
-use ward_inference::bench::{
-    BenchError, BenchReport, Clock, SLOT_PROMPT, Settings, measure_slots, measure_threads,
-};
+use ward_inference::bench::{BenchError, BenchReport, Clock, SLOT_PROMPT, Settings};
 use ward_inference::model::Model;
 use ward_inference::parallel::{Executor, Serial};
 
@@ -86,25 +85,16 @@ pub fn run(
         generate: config.generate as usize,
         repetitions: config.repetitions as usize,
     };
-    let mut report = BenchReport::new(model, settings, executor.workers());
-    report
-        .threads
-        .push(measure_threads(model, &Serial, clock, settings)?);
-    if executor.workers() > 1 {
-        report
-            .threads
-            .push(measure_threads(model, executor, clock, settings)?);
-    }
-    for &slots in config.slots() {
-        report.slots.push(measure_slots(
-            model,
-            executor,
-            clock,
-            settings,
-            slots as usize,
-        )?);
-    }
-    Ok(report)
+    let one_cpu: &dyn Executor = &Serial;
+    let executors: &[&dyn Executor] = if executor.workers() > 1 {
+        &[one_cpu, executor]
+    } else {
+        &[one_cpu]
+    };
+    let slots: Vec<usize> = config.slots().iter().map(|&s| s as usize).collect();
+    Ok(ward_inference::bench::run(
+        model, clock, settings, executors, executor, &slots,
+    )?)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 //!   sampler's candidate and probability buffers (grown to the vocabulary at the first sample);
 //! - shared: the batch scratch for `slots × prefill_chunk` rows — per-row activations of every
 //!   layer step, their 8-bit quantized copies, the product staging buffer — plus one logits row
-//!   per slot.
+//!   and one attention scratch per slot.
 //!
 //! `tests/slot_memory.rs` (kernel) checks these figures against what the batcher really
 //! allocates on the host, so a change of the batcher's buffers shows up there.
@@ -27,11 +27,15 @@ const F32: u64 = size_of::<f32>() as u64;
 const BLOCK: u64 = 32;
 /// Attention keeps this many partial head outputs (`model::attention::AttentionScratch`).
 const ATTENTION_PARTIALS: u64 = 80;
-/// Bytes of one activation block spread for the AVX-512 kernels (`kernels::spread`, private
-/// there): 64 quants and two lines of offsets.
-const SPREAD_BLOCK: u64 = 192;
-/// Rows sharing one line of minimum terms in the spread form.
+/// At most this many bytes per activation block in the spread form the AVX-512 kernels keep
+/// (`kernels::spread`, private there and reshaped as those kernels are tuned: 192 or 256 bytes
+/// of spread quants and offsets so far).
+const SPREAD_BLOCK: u64 = 256;
+/// Rows sharing one line of per-block terms in the spread form.
 const MINIMUM_GROUP: u64 = 8;
+/// At most this many bytes of terms per [`MINIMUM_GROUP`] rows and block column (64 or 128 so
+/// far).
+const TERMS_LINE: u64 = 128;
 /// Heap kept free for everything else the service allocates while it serves (sessions, their
 /// record buffers, prompts in the queue).
 pub const SERVICE_RESERVE: u64 = 8 << 20;
@@ -90,7 +94,7 @@ impl BatcherMemory {
                 rows.saturating_mul(c.head / 2)
                     .saturating_mul(size_of::<(f32, f32)>() as u64),
             )
-            .saturating_add(attention_scratch(capacity, c.head))
+            .saturating_add(slots.saturating_mul(attention_scratch(capacity, c.head)))
             .saturating_add(slots.saturating_mul(c.vocab).saturating_mul(F32))
             .saturating_add(rows.saturating_mul(size_of::<u32>() as u64))
             .saturating_add(slots * size_of::<Span>() as u64);
@@ -207,8 +211,9 @@ fn aligned_f32(len: u64) -> u64 {
 }
 
 /// `Activations` for `rows` vectors of `cols`: the floats and their quantized blocks, and on a
-/// CPU with AVX-512 the blocks' spread copy for its kernels ([`SPREAD_BLOCK`] each) with one
-/// line of minimum terms per [`MINIMUM_GROUP`] rows and block column.
+/// CPU with AVX-512 the blocks' spread copy for its kernels (at most [`SPREAD_BLOCK`] each, for
+/// rows rounded up to whole groups of [`MINIMUM_GROUP`]) with at most [`TERMS_LINE`] of terms
+/// per group and block column.
 fn activations(rows: u64, cols: u64) -> u64 {
     let elements = rows.saturating_mul(cols);
     if !cols.is_multiple_of(BLOCK) {
@@ -216,11 +221,9 @@ fn activations(rows: u64, cols: u64) -> u64 {
     }
     let blocks = elements / BLOCK;
     let spread = if SimdLevel::Avx512.is_supported() {
-        blocks.saturating_mul(SPREAD_BLOCK).saturating_add(
-            rows.div_ceil(MINIMUM_GROUP)
-                .saturating_mul(cols / BLOCK)
-                .saturating_mul(64),
-        )
+        // The spread form may be kept for whole groups of rows.
+        let groups = rows.div_ceil(MINIMUM_GROUP).saturating_mul(cols / BLOCK);
+        groups.saturating_mul(MINIMUM_GROUP * SPREAD_BLOCK + TERMS_LINE)
     } else {
         0
     };
@@ -245,11 +248,11 @@ fn row_buffers(c: &Dims, rows: u64, staging: u64) -> u64 {
 }
 
 /// Attention scratch for `capacity` positions: query, scores, probabilities (f32 and f16
-/// rounded), partial outputs.
+/// rounded), partial outputs, the summed tail.
 fn attention_scratch(capacity: u64, head: u64) -> u64 {
     capacity
         .saturating_mul(3)
-        .saturating_add((1 + ATTENTION_PARTIALS) * head)
+        .saturating_add((2 + ATTENTION_PARTIALS) * head)
         .saturating_mul(F32)
 }
 
@@ -304,11 +307,11 @@ mod tests {
         );
         // SmolLM2 with 8 slots of 1024 positions: 360 MiB of KV cache plus the batch rows —
         // 4096 of them (8 prefill chunks of 512) at ~59 KiB each (f32 buffers of every layer
-        // step, their 8-bit copies, the product staging), ~63 MiB more with AVX-512's spread
-        // activations.
+        // step, their 8-bit copies, the product staging), up to ~90 MiB more with AVX-512's
+        // spread activations.
         let total_mib = eight.total() / MIB;
         let expected = if SimdLevel::Avx512.is_supported() {
-            655..675
+            655..700
         } else {
             590..610
         };
