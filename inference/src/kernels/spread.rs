@@ -81,46 +81,60 @@ impl SpreadBlock {
     }
 }
 
-/// [`SpreadBlock::from_block`] for every block, with AVX-512 (the same values).
-///
-/// # Safety
-/// The CPU must support AVX-512 F/BW.
+/// [`SpreadBlock::from_block`] with AVX-512 (the same values).
 #[cfg(target_arch = "x86_64")]
+#[inline]
 #[target_feature(enable = "avx512f,avx512bw")]
-unsafe fn spread_each_avx512(blocks: &[ActivationBlock], spread: &mut [SpreadBlock]) {
+fn spread_one_avx512(block: &ActivationBlock, out: &mut SpreadBlock) {
     use core::arch::x86_64::*;
     let quants_q4 = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);
     let quants_q8 = _mm512_setr_epi64(0, 1, 2, 3, 0, 1, 2, 3);
     let sums_q4 = _mm512_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3, 4, 5, 6, 7, 4, 5, 6, 7);
     let sums_q8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 0, 1, 2, 3, 4, 5, 6, 7);
     let bias = _mm512_set1_epi32(FLOAT_BIAS);
-    for (out, block) in spread.iter_mut().zip(blocks) {
-        // SAFETY: `qs` is 32 bytes, `sum4` 16 bytes, and every field of `out` 64 bytes.
-        unsafe {
-            let quants = _mm512_castsi256_si512(_mm256_loadu_si256(block.qs.as_ptr().cast()));
-            let sums = _mm512_castsi256_si512(_mm256_cvtepi16_epi32(_mm_loadu_si128(
-                block.sum4.as_ptr().cast(),
-            )));
-            _mm512_storeu_si512(
-                out.q4.as_mut_ptr().cast(),
-                _mm512_permutexvar_epi64(quants_q4, quants),
-            );
-            _mm512_storeu_si512(
-                out.q8.as_mut_ptr().cast(),
-                _mm512_permutexvar_epi64(quants_q8, quants),
-            );
-            let q4 = _mm512_slli_epi32::<3>(_mm512_permutexvar_epi32(sums_q4, sums));
-            _mm512_storeu_si512(
-                out.q4_0_offsets.as_mut_ptr().cast(),
-                _mm512_sub_epi32(bias, q4),
-            );
-            let q8 = _mm512_slli_epi32::<7>(_mm512_permutexvar_epi32(sums_q8, sums));
-            _mm512_storeu_si512(
-                out.q8_0_offsets.as_mut_ptr().cast(),
-                _mm512_sub_epi32(bias, q8),
-            );
-        }
+    // SAFETY: `qs` is 32 bytes, `sum4` 16 bytes, and every field of `out` 64 bytes.
+    unsafe {
+        let quants = _mm512_castsi256_si512(_mm256_loadu_si256(block.qs.as_ptr().cast()));
+        let sums = _mm512_castsi256_si512(_mm256_cvtepi16_epi32(_mm_loadu_si128(
+            block.sum4.as_ptr().cast(),
+        )));
+        _mm512_storeu_si512(
+            out.q4.as_mut_ptr().cast(),
+            _mm512_permutexvar_epi64(quants_q4, quants),
+        );
+        _mm512_storeu_si512(
+            out.q8.as_mut_ptr().cast(),
+            _mm512_permutexvar_epi64(quants_q8, quants),
+        );
+        let q4 = _mm512_slli_epi32::<3>(_mm512_permutexvar_epi32(sums_q4, sums));
+        _mm512_storeu_si512(
+            out.q4_0_offsets.as_mut_ptr().cast(),
+            _mm512_sub_epi32(bias, q4),
+        );
+        let q8 = _mm512_slli_epi32::<7>(_mm512_permutexvar_epi32(sums_q8, sums));
+        _mm512_storeu_si512(
+            out.q8_0_offsets.as_mut_ptr().cast(),
+            _mm512_sub_epi32(bias, q8),
+        );
     }
+}
+
+/// [`spread_blocks`] compiled for AVX-512.
+///
+/// # Safety
+/// The CPU must support AVX-512 F/BW.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn spread_blocks_avx512(
+    blocks: &[ActivationBlock],
+    n: usize,
+    per_vector: usize,
+    spread: &mut [SpreadBlock],
+    terms: &mut [BlockTerms],
+) {
+    fill(blocks, n, per_vector, spread, terms, |block, out| {
+        spread_one_avx512(block, out)
+    });
 }
 
 /// Fills `spread` and `terms` from `blocks`, `n` vectors of `per_vector` blocks each one after
@@ -136,31 +150,44 @@ pub fn spread_blocks(
     terms: &mut [BlockTerms],
 ) {
     let groups = n.div_ceil(MINIMUM_GROUP);
-    if per_vector == 0
+    if n == 0
+        || per_vector == 0
         || blocks.len() < n * per_vector
         || spread.len() < groups * per_vector * MINIMUM_GROUP
         || terms.len() < groups * per_vector
     {
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: the caller checked the CPU.
+        unsafe { spread_blocks_avx512(blocks, n, per_vector, spread, terms) };
+        return;
+    }
+    fill(blocks, n, per_vector, spread, terms, |block, out| {
+        *out = SpreadBlock::from_block(block);
+    });
+}
+
+/// The body of [`spread_blocks`] once the sizes are checked, with `one` spreading a block.
+#[inline(always)]
+fn fill(
+    blocks: &[ActivationBlock],
+    n: usize,
+    per_vector: usize,
+    spread: &mut [SpreadBlock],
+    terms: &mut [BlockTerms],
+    one: impl Fn(&ActivationBlock, &mut SpreadBlock),
+) {
+    let groups = n.div_ceil(MINIMUM_GROUP);
     for t in 0..n {
         let (group, c) = (t / MINIMUM_GROUP, t % MINIMUM_GROUP);
         let vector = &blocks[t * per_vector..(t + 1) * per_vector];
         for (b, block) in vector.iter().enumerate() {
-            let at = (group * per_vector + b) * MINIMUM_GROUP + c;
-            #[cfg(target_arch = "x86_64")]
-            if avx512 {
-                // SAFETY: the caller checked the CPU.
-                unsafe {
-                    spread_each_avx512(core::slice::from_ref(block), &mut spread[at..at + 1])
-                };
-            } else {
-                spread[at] = SpreadBlock::from_block(block);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            {
-                spread[at] = SpreadBlock::from_block(block);
-            }
+            one(
+                block,
+                &mut spread[(group * per_vector + b) * MINIMUM_GROUP + c],
+            );
             let terms = &mut terms[group * per_vector + b];
             terms.s[2 * c] = block.s;
             terms.s[2 * c + 1] = block.s;
