@@ -5,6 +5,7 @@
 use super::aligned::AlignedF32;
 use super::spread::{BlockTerms, MINIMUM_GROUP, SpreadBlock, spread_blocks};
 use crate::cpu::SimdLevel;
+use crate::parallel::{Disjoint, Executor};
 use crate::quant::{ActivationBlock, BLOCK, quantize_row_q8};
 use alloc::vec::Vec;
 
@@ -72,19 +73,7 @@ impl Activations {
         self.floats.as_mut_slice()[..x.len()].copy_from_slice(x);
         if !self.blocks.is_empty() {
             let count = n * self.cols / BLOCK;
-            let out = &mut self.blocks[..count];
-            #[cfg(target_arch = "x86_64")]
-            if self.avx512 {
-                // SAFETY: `avx512` is only set when CPUID reported AVX-512 F/BW/VL/VNNI.
-                unsafe { crate::quant::quantize_row_q8_avx512(x, out) };
-            } else if self.avx2 {
-                // SAFETY: `avx2` is only set when CPUID reported AVX2 (and more).
-                unsafe { crate::quant::quantize_row_q8_avx2(x, out) };
-            } else {
-                quantize_row_q8(x, out);
-            }
-            #[cfg(not(target_arch = "x86_64"))]
-            quantize_row_q8(x, out);
+            quantize(self.avx2, self.avx512, x, &mut self.blocks[..count]);
             if !self.spread.is_empty() {
                 // The spread form exists only when this CPU has AVX-512.
                 spread_blocks(
@@ -96,6 +85,55 @@ impl Activations {
                     &mut self.terms,
                 );
             }
+        }
+        true
+    }
+
+    /// [`Self::load`] of `n` vectors that `produce(t, row)` writes in place, each produced and
+    /// quantized by its own task on `executor` (the same values as producing them serially and
+    /// calling `load`). Returns `false` if they do not fit.
+    pub fn load_on(
+        &mut self,
+        executor: &dyn Executor,
+        n: usize,
+        produce: &(dyn Fn(usize, &mut [f32]) + Sync),
+    ) -> bool {
+        if n > self.capacity {
+            return false;
+        }
+        self.n = n;
+        let cols = self.cols;
+        let per = if self.blocks.is_empty() {
+            0
+        } else {
+            cols / BLOCK
+        };
+        let (avx2, avx512) = (self.avx2, self.avx512);
+        let floats = Disjoint::new(&mut self.floats.as_mut_slice()[..n * cols]);
+        let blocks = Disjoint::new(&mut self.blocks[..n * per]);
+        executor.run(n, &|task, _worker| {
+            let t = task.0;
+            // SAFETY: task `t` alone takes vector `t`'s floats and blocks.
+            let (Some(row), Some(out)) =
+                (unsafe { floats.range(t * cols..(t + 1) * cols) }, unsafe {
+                    blocks.range(t * per..(t + 1) * per)
+                })
+            else {
+                return;
+            };
+            produce(t, row);
+            quantize(avx2, avx512, row, out);
+        });
+        if per > 0 && !self.spread.is_empty() {
+            // The spread form exists only when this CPU has AVX-512.
+            spread_blocks(
+                true,
+                &self.blocks[..n * per],
+                n,
+                per,
+                &mut self.spread,
+                &mut self.terms,
+            );
         }
         true
     }
@@ -149,4 +187,20 @@ impl Activations {
             .get(group * per..(group + 1) * per)
             .unwrap_or(&[])
     }
+}
+
+/// Quantizes `x` into `out` with the widest instructions allowed (the same bits at every level).
+fn quantize(avx2: bool, avx512: bool, x: &[f32], out: &mut [ActivationBlock]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512 {
+        // SAFETY: `avx512` is only set when CPUID reported AVX-512 F/BW/VL/VNNI.
+        unsafe { crate::quant::quantize_row_q8_avx512(x, out) };
+        return;
+    } else if avx2 {
+        // SAFETY: `avx2` is only set when CPUID reported AVX2 (and more).
+        unsafe { crate::quant::quantize_row_q8_avx2(x, out) };
+        return;
+    }
+    let _ = (avx2, avx512);
+    quantize_row_q8(x, out);
 }

@@ -12,10 +12,9 @@ use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
 use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
 use super::products::{Product, run_products};
-use super::shared::Disjoint;
 use super::{Context, Model, ModelError};
 use crate::kernels::Activations;
-use crate::parallel::Executor;
+use crate::parallel::{Disjoint, Executor};
 use alloc::vec::Vec;
 use core::ops::Range;
 

@@ -25,7 +25,6 @@ pub(super) struct RowBuffers {
     pub(super) tmp: AlignedF32,
     pub(super) gate: AlignedF32,
     pub(super) up: AlignedF32,
-    pub(super) hidden: AlignedF32,
     pub(super) act_dim: Activations,
     pub(super) act_q: Activations,
     pub(super) act_ffn: Activations,
@@ -46,7 +45,6 @@ impl RowBuffers {
             tmp: f(c.dim),
             gate: f(c.ffn_dim),
             up: f(c.ffn_dim),
-            hidden: f(c.ffn_dim),
             act_dim: Activations::with_level(rows, c.dim, level),
             act_q: Activations::with_level(rows, c.q_dim(), level),
             act_ffn: Activations::with_level(rows, c.ffn_dim, level),
@@ -62,7 +60,7 @@ pub(super) fn widest_run(c: &LlamaConfig) -> usize {
 }
 
 impl Model {
-    /// Attention norm of rows `0..n` of `x` into `xn`, then their Q, K and V products.
+    /// Attention norm of rows `0..n` of `x`, quantized, then their Q, K and V products.
     pub(super) fn attention_inputs(
         &self,
         executor: &dyn Executor,
@@ -70,16 +68,11 @@ impl Model {
         b: &mut RowBuffers,
         n: usize,
     ) -> Result<(), ModelError> {
-        let dim = self.config.dim;
-        for t in 0..n {
-            rms_norm(
-                &b.x.as_slice()[t * dim..(t + 1) * dim],
-                &layer.attn_norm,
-                self.config.rms_eps,
-                &mut b.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-            );
-        }
-        b.act_dim.load(&b.xn.as_slice()[..n * dim], n);
+        let (dim, eps) = (self.config.dim, self.config.rms_eps);
+        let x = b.x.as_slice();
+        b.act_dim.load_on(executor, n, &|t, row| {
+            rms_norm(&x[t * dim..(t + 1) * dim], &layer.attn_norm, eps, row);
+        });
         let x = &b.act_dim;
         run_products(
             self.kernels,
@@ -117,7 +110,10 @@ impl Model {
     ) -> Result<(), ModelError> {
         let (dim, q_dim) = (self.config.dim, self.config.q_dim());
         let m = n - first;
-        b.act_q.load(&b.att.as_slice()[first * q_dim..n * q_dim], m);
+        let att = b.att.as_slice();
+        b.act_q.load_on(executor, m, &|t, row| {
+            row.copy_from_slice(&att[(first + t) * q_dim..(first + t + 1) * q_dim]);
+        });
         run_products(
             self.kernels,
             executor,
@@ -145,17 +141,13 @@ impl Model {
         first: usize,
         n: usize,
     ) -> Result<(), ModelError> {
-        let (dim, ffn) = (self.config.dim, self.config.ffn_dim);
+        let (dim, ffn, eps) = (self.config.dim, self.config.ffn_dim, self.config.rms_eps);
         let m = n - first;
-        for t in first..n {
-            rms_norm(
-                &b.x.as_slice()[t * dim..(t + 1) * dim],
-                &layer.ffn_norm,
-                self.config.rms_eps,
-                &mut b.xn.as_mut_slice()[t * dim..(t + 1) * dim],
-            );
-        }
-        b.act_dim.load(&b.xn.as_slice()[first * dim..n * dim], m);
+        let x = b.x.as_slice();
+        b.act_dim.load_on(executor, m, &|t, row| {
+            let t = first + t;
+            rms_norm(&x[t * dim..(t + 1) * dim], &layer.ffn_norm, eps, row);
+        });
         let x = &b.act_dim;
         run_products(
             self.kernels,
@@ -174,15 +166,11 @@ impl Model {
             ],
             &mut b.staging,
         )?;
-        for t in 0..m {
+        let (gate, up) = (b.gate.as_slice(), b.up.as_slice());
+        b.act_ffn.load_on(executor, m, &|t, row| {
             let range = t * ffn..(t + 1) * ffn;
-            self.math.swiglu(
-                &b.gate.as_slice()[range.clone()],
-                &b.up.as_slice()[range.clone()],
-                &mut b.hidden.as_mut_slice()[range],
-            );
-        }
-        b.act_ffn.load(&b.hidden.as_slice()[..m * ffn], m);
+            self.math.swiglu(&gate[range.clone()], &up[range], row);
+        });
         run_products(
             self.kernels,
             executor,

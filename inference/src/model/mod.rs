@@ -16,7 +16,6 @@ mod error;
 mod layer;
 mod math;
 mod products;
-mod shared;
 mod trig;
 mod weights;
 

@@ -32,11 +32,14 @@
 //! the inner call runs its tasks inline, in order, on the calling worker with its index.
 
 pub mod board;
+mod disjoint;
 #[cfg(any(test, feature = "std"))]
 mod threads;
 
 #[cfg(any(test, feature = "std"))]
 pub use threads::ThreadPool;
+
+pub(crate) use disjoint::Disjoint;
 
 use core::ops::Range;
 
@@ -105,7 +108,7 @@ pub struct RowBlocks {
 impl RowBlocks {
     /// Blocks per worker [`RowBlocks::for_workers`] aims for: enough for dynamic claiming to even
     /// out unequal workers, few enough to keep the per-task cost (one atomic, one call) small.
-    pub const BLOCKS_PER_WORKER: usize = 4;
+    pub const BLOCKS_PER_WORKER: usize = 2;
 
     /// At most `max_blocks` blocks of `rows` rows, each a multiple of `granule` rows (0 is
     /// treated as 1). Never more blocks than granules, never zero blocks unless `rows` is 0.

@@ -5,7 +5,7 @@ use core::ops::Range;
 
 /// A mutable borrow of `[T]` that tasks running at the same time reborrow in parts; the caller
 /// of [`Self::range`] / [`Self::item`] promises that no two live parts overlap.
-pub(super) struct Disjoint<'a, T> {
+pub(crate) struct Disjoint<'a, T> {
     ptr: *mut T,
     len: usize,
     borrow: PhantomData<&'a mut [T]>,
@@ -16,7 +16,7 @@ pub(super) struct Disjoint<'a, T> {
 unsafe impl<T: Send> Sync for Disjoint<'_, T> {}
 
 impl<'a, T> Disjoint<'a, T> {
-    pub(super) fn new(items: &'a mut [T]) -> Self {
+    pub(crate) fn new(items: &'a mut [T]) -> Self {
         Self {
             ptr: items.as_mut_ptr(),
             len: items.len(),
@@ -28,7 +28,7 @@ impl<'a, T> Disjoint<'a, T> {
     ///
     /// # Safety
     /// No other live part obtained from `self` may overlap `range`.
-    pub(super) unsafe fn range(&self, range: Range<usize>) -> Option<&'a mut [T]> {
+    pub(crate) unsafe fn range(&self, range: Range<usize>) -> Option<&'a mut [T]> {
         if range.start > range.end || range.end > self.len {
             return None;
         }
@@ -43,7 +43,7 @@ impl<'a, T> Disjoint<'a, T> {
     ///
     /// # Safety
     /// No other live part obtained from `self` may contain `index`.
-    pub(super) unsafe fn item(&self, index: usize) -> Option<&'a mut T> {
+    pub(crate) unsafe fn item(&self, index: usize) -> Option<&'a mut T> {
         // SAFETY: forwarded to the caller.
         unsafe { self.range(index..index + 1) }.map(|items| &mut items[0])
     }
