@@ -82,8 +82,8 @@ pub struct AttentionScratch {
     scores: alloc::vec::Vec<f32>,
     probs: alloc::vec::Vec<f32>,
     probs_f16: alloc::vec::Vec<f32>,
-    /// Per-position-lane partial sums of the output, `[64][head_dim]`, then `[16][head_dim]`
-    /// for combining them.
+    /// Rows of the output's per-lane partial sums as they are combined: four lane rows at the
+    /// start, the sixteen combined rows from row 64 (`[80][head_dim]` in all).
     partial: alloc::vec::Vec<f32>,
     /// Per output element, the f64 sum of the positions past the vector part (decode order).
     tail: alloc::vec::Vec<f64>,
@@ -219,27 +219,39 @@ fn attend_generic<F: super::math::Fma>(
     let lanes = if batch_order { 16 } else { 64 };
     let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
     let summed = valid.min(vector_end);
-    let used = summed.min(lanes);
-    // `partial` is all zero on entry (zeroed at allocation and after each use below).
-    let (partial, combined) = scratch.partial.split_at_mut(64 * head_dim);
-    for p in 0..summed {
-        let prob = scratch.probs_f16[p];
-        let row = &mut partial[(p % lanes) * head_dim..][..head_dim];
-        for (acc, &v) in row
-            .iter_mut()
-            .zip(&values[p * head_dim..(p + 1) * head_dim])
-        {
-            *acc += prob * v;
+    // Lane row `r` (the accumulator lane position `p` lands in, `p % lanes`) is the sum of
+    // `prob * v` over its positions in order, from +0; each is built in a scratch row just
+    // before it is combined, so no `lanes x head_dim` buffer is written and read back.
+    let (rows, combined) = scratch.partial.split_at_mut(64 * head_dim);
+    let probs = &scratch.probs_f16;
+    let lane_row = |r: usize, into: &mut [f32]| {
+        into.fill(0.0);
+        for p in (r..summed).step_by(lanes) {
+            let prob = probs[p];
+            for (acc, &v) in into
+                .iter_mut()
+                .zip(&values[p * head_dim..(p + 1) * head_dim])
+            {
+                *acc += prob * v;
+            }
         }
-    }
+    };
     let combined = &mut combined[..16 * head_dim];
     if batch_order {
-        combined.copy_from_slice(&partial[..16 * head_dim]);
-    } else {
-        // Lane l of accumulator j is partial row 16 j + l: (0 + 2) + (1 + 3) per lane.
-        let row = |l: usize| &partial[l * head_dim..(l + 1) * head_dim];
         for (l, out) in combined.chunks_exact_mut(head_dim).enumerate() {
-            let (a, b, c, d) = (row(l), row(32 + l), row(16 + l), row(48 + l));
+            lane_row(l, out);
+        }
+    } else {
+        // Lane l of accumulator j is lane row 16 j + l: (0 + 2) + (1 + 3) per lane.
+        let (a, rest) = rows.split_at_mut(head_dim);
+        let (b, rest) = rest.split_at_mut(head_dim);
+        let (c, rest) = rest.split_at_mut(head_dim);
+        let d = &mut rest[..head_dim];
+        for (l, out) in combined.chunks_exact_mut(head_dim).enumerate() {
+            lane_row(l, a);
+            lane_row(32 + l, b);
+            lane_row(16 + l, c);
+            lane_row(48 + l, d);
             for i in 0..head_dim {
                 out[i] = (a[i] + b[i]) + (c[i] + d[i]);
             }
@@ -279,5 +291,4 @@ fn attend_generic<F: super::math::Fma>(
             *o = t as f32;
         }
     }
-    partial[..used * head_dim].fill(0.0);
 }
