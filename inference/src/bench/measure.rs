@@ -41,8 +41,16 @@ impl Settings {
     }
 }
 
-/// Prompt tokens each slot holds before the batched decode is timed.
-pub const SLOT_PROMPT: usize = 16;
+/// The batcher the slot test uses: every slot holds a `prompt`-token prompt (fed in one step,
+/// as `llama-batched-bench -npp` does) and then decodes `generate` tokens, so each decode step
+/// attends over the same context lengths as llama.cpp's sequences.
+pub fn slot_batcher_config(settings: &Settings, slots: usize) -> BatcherConfig {
+    BatcherConfig {
+        slots,
+        capacity: settings.prompt + settings.generate + 1,
+        prefill_chunk: settings.prompt,
+    }
+}
 
 /// `count` deterministic token ids spread over a vocabulary of `vocab` (the content does not
 /// change the cost of a pass, only the lengths do).
@@ -112,9 +120,9 @@ pub fn measure_threads(
     })
 }
 
-/// Aggregate decode tokens/s of `slots` busy slots: each slot is filled with a
-/// [`SLOT_PROMPT`]-token prompt in one untimed step, then `generate` batched steps (one token
-/// per slot each) are timed.
+/// Aggregate decode tokens/s of `slots` busy slots: each slot is filled with a `prompt`-token
+/// prompt in one untimed step ([`slot_batcher_config`]), then `generate` batched steps (one
+/// token per slot each) are timed.
 pub fn measure_slots(
     model: &Model,
     executor: &dyn Executor,
@@ -127,16 +135,11 @@ pub fn measure_slots(
         return Err(BenchError::BadSettings("the slot count must be positive"));
     }
     let vocab = model.config().vocab_size;
-    let config = BatcherConfig {
-        slots,
-        capacity: SLOT_PROMPT + settings.generate + 1,
-        prefill_chunk: SLOT_PROMPT,
-    };
-    let mut batcher = Batcher::new(model, config);
+    let mut batcher = Batcher::new(model, slot_batcher_config(&settings, slots));
     let mut samples = Vec::with_capacity(settings.repetitions);
     for run in 0..=settings.repetitions {
         for slot in 0..slots {
-            let prompt = token_ids(SLOT_PROMPT, vocab, (2000 + run * slots + slot) as u64);
+            let prompt = token_ids(settings.prompt, vocab, (2000 + run * slots + slot) as u64);
             batcher.start(&prompt, settings.generate + 1, SamplerConfig::greedy())?;
         }
         // One step feeds every whole prompt and samples each slot's first token.

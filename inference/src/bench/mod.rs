@@ -24,7 +24,7 @@ mod stats;
 
 pub use clock::Clock;
 pub use error::BenchError;
-pub use measure::{SLOT_PROMPT, Settings, measure_slots, measure_threads, token_ids};
+pub use measure::{Settings, measure_slots, measure_threads, slot_batcher_config, token_ids};
 pub use report::{BenchReport, SlotFigures, ThreadFigures};
 pub use run::run;
 pub use stats::Stats;

@@ -12,7 +12,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use ward_attestation::config::BenchConfig;
 use ward_inference::batcher::BatcherConfig;
-use ward_inference::bench::{BenchError, BenchReport, Clock, SLOT_PROMPT, Settings};
+use ward_inference::bench::{BenchError, BenchReport, Clock, Settings, slot_batcher_config};
 use ward_inference::model::Model;
 use ward_inference::parallel::{Executor, Serial};
 
@@ -42,8 +42,8 @@ impl From<BenchError> for BenchRunError {
 
 /// The benchmark's largest allocation, as batcher sizes: the decode context of the thread
 /// tests (one row set of `prompt` rows) or the batcher of the largest slot count.
-fn memory_needed(model: &Model, config: &BenchConfig) -> BatcherMemory {
-    let (prompt, generate) = (config.prompt as usize, config.generate as usize);
+fn memory_needed(model: &Model, config: &BenchConfig, settings: &Settings) -> BatcherMemory {
+    let (prompt, generate) = (settings.prompt, settings.generate);
     let context = BatcherMemory::of(
         model.config(),
         &BatcherConfig {
@@ -55,11 +55,7 @@ fn memory_needed(model: &Model, config: &BenchConfig) -> BatcherMemory {
     let most_slots = config.slots().iter().copied().max().unwrap_or(0) as usize;
     let batcher = BatcherMemory::of(
         model.config(),
-        &BatcherConfig {
-            slots: most_slots.max(1),
-            capacity: SLOT_PROMPT + generate + 1,
-            prefill_chunk: SLOT_PROMPT,
-        },
+        &slot_batcher_config(settings, most_slots.max(1)),
     );
     if most_slots > 0 && batcher.required() > context.required() {
         batcher
@@ -77,14 +73,14 @@ pub fn run(
     config: &BenchConfig,
     free: u64,
 ) -> Result<BenchReport, BenchRunError> {
-    memory_needed(model, config)
-        .check(free)
-        .map_err(BenchRunError::Memory)?;
     let settings = Settings {
         prompt: config.prompt as usize,
         generate: config.generate as usize,
         repetitions: config.repetitions as usize,
     };
+    memory_needed(model, config, &settings)
+        .check(free)
+        .map_err(BenchRunError::Memory)?;
     let one_cpu: &dyn Executor = &Serial;
     let executors: &[&dyn Executor] = if executor.workers() > 1 {
         &[one_cpu, executor]
