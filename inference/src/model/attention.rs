@@ -75,6 +75,25 @@ fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
     sum as f32
 }
 
+/// Computes the raw dot products of the (f16-rounded) query with the keys of positions
+/// `0..dots.len()`, each in the order [`ordered_dot`] defines.
+trait Dots {
+    fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]);
+}
+
+/// One position at a time with [`ordered_dot`] (the reference, any head size).
+struct PlainDots;
+
+impl Dots for PlainDots {
+    #[inline(always)]
+    fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]) {
+        let head_dim = query.len();
+        for (p, dot) in dots.iter_mut().enumerate() {
+            *dot = ordered_dot(order, query, &keys[p * head_dim..(p + 1) * head_dim]);
+        }
+    }
+}
+
 /// Scratch space for one head's attention, sized once for the context.
 #[derive(Debug, Clone)]
 pub struct AttentionScratch {
@@ -134,13 +153,110 @@ pub fn attend(
         }
         SimdLevel::Scalar => {}
     }
-    attend_generic::<super::math::SoftFma>(order, query, keys, values, pos, n_kv, scratch, out)
+    attend_generic::<super::math::SoftFma, PlainDots>(
+        order, query, keys, values, pos, n_kv, scratch, out,
+    )
 }
 
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{AttentionScratch, SumOrder, attend_generic};
+    use super::{AttentionScratch, Dots, PlainDots, SumOrder, attend_generic};
     use crate::model::math::HardFma;
+    use core::arch::x86_64::*;
+
+    /// Sixteen positions at a time when the head size is 64 (one 64-element step of the decode
+    /// order, or four 16-lane steps of the batch order): the per-lane sums of each position are
+    /// formed vertically, then the sixteen 16-lane trees of `reduce16` run side by side with
+    /// shuffles, level by level, so every addition is the reference's (float addition is
+    /// commutative, so which operand a shuffle puts first does not change a bit). Other head
+    /// sizes and the last `len % 16` positions take the reference path.
+    pub(super) struct Avx512Dots;
+
+    impl Dots for Avx512Dots {
+        #[inline(always)]
+        fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]) {
+            if query.len() != 64 {
+                return PlainDots::dots(order, query, keys, dots);
+            }
+            let whole = dots.len() / 16 * 16;
+            for (block, out) in dots[..whole].chunks_exact_mut(16).enumerate() {
+                let keys = &keys[block * 16 * 64..(block + 1) * 16 * 64];
+                // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F;
+                // `query` has 64 values, `keys` 16 x 64 and `out` 16.
+                unsafe { dots16_head64(order, query, keys, out) };
+            }
+            PlainDots::dots(order, query, &keys[whole * 64..], &mut dots[whole..]);
+        }
+    }
+
+    /// The 16 dot products of `query` (64 values) with 16 consecutive keys (`16 x 64`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; the slices must have the sizes above.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn dots16_head64(order: SumOrder, query: &[f32], keys: &[f32], out: &mut [f32]) {
+        debug_assert!(query.len() == 64 && keys.len() == 16 * 64 && out.len() == 16);
+        let zero = _mm512_setzero_ps();
+        // SAFETY: `query` holds 64 f32 (checked by the caller), four unaligned 16-lane loads.
+        let q: [__m512; 4] =
+            core::array::from_fn(|j| unsafe { _mm512_loadu_ps(query.as_ptr().add(16 * j)) });
+        let lanes: [__m512; 16] = core::array::from_fn(|i| {
+            // SAFETY: key `i` is `keys[64 i..64 i + 64]`, inside the 16 x 64 slice.
+            let k: [__m512; 4] = core::array::from_fn(|j| unsafe {
+                _mm512_loadu_ps(keys.as_ptr().add(64 * i + 16 * j))
+            });
+            // Products of f16-rounded values are exact in f32, so the fused form is the
+            // reference's `0 + x * y` (and `acc + x * y`) to the bit.
+            match order {
+                SumOrder::Decode => {
+                    let a: [__m512; 4] =
+                        core::array::from_fn(|j| _mm512_fmadd_ps(q[j], k[j], zero));
+                    _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]))
+                }
+                SumOrder::Batch => {
+                    let mut acc = _mm512_fmadd_ps(q[0], k[0], zero);
+                    for j in 1..4 {
+                        acc = _mm512_fmadd_ps(q[j], k[j], acc);
+                    }
+                    acc
+                }
+            }
+        });
+        // Level 1 (lane i + 8 onto lane i): T_k holds position 2k's eight sums in its low half
+        // and position 2k + 1's in its high half.
+        let t: [__m512; 8] = core::array::from_fn(|k| {
+            let (a, b) = (lanes[2 * k], lanes[2 * k + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Level 2 (lane i + 4 onto lane i): 128-bit chunk j of U_m is position 4m + j.
+        let u: [__m512; 4] = core::array::from_fn(|m| {
+            let (a, b) = (t[2 * m], t[2 * m + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
+            )
+        });
+        // Level 3 (lanes 0 + 2 and 1 + 3): chunk j of V_n holds positions 8n + j (lanes 0, 1)
+        // and 8n + 4 + j (lanes 2, 3).
+        let v: [__m512; 2] = core::array::from_fn(|n| {
+            let (a, b) = (u[2 * n], u[2 * n + 1]);
+            _mm512_add_ps(
+                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
+                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
+            )
+        });
+        // Level 4 ((0 + 2) + (1 + 3)): lane 4j + t is position 4t + j.
+        let r = _mm512_add_ps(
+            _mm512_shuffle_ps::<0b10_00_10_00>(v[0], v[1]),
+            _mm512_shuffle_ps::<0b11_01_11_01>(v[0], v[1]),
+        );
+        let order_index = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+        // SAFETY: `out` holds 16 f32.
+        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_permutexvar_ps(order_index, r)) };
+    }
 
     #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
     #[allow(clippy::too_many_arguments)]
@@ -154,7 +270,7 @@ mod wide {
         scratch: &mut AttentionScratch,
         out: &mut [f32],
     ) {
-        attend_generic::<HardFma>(order, query, keys, values, pos, n_kv, scratch, out)
+        attend_generic::<HardFma, Avx512Dots>(order, query, keys, values, pos, n_kv, scratch, out)
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -169,13 +285,13 @@ mod wide {
         scratch: &mut AttentionScratch,
         out: &mut [f32],
     ) {
-        attend_generic::<HardFma>(order, query, keys, values, pos, n_kv, scratch, out)
+        attend_generic::<HardFma, PlainDots>(order, query, keys, values, pos, n_kv, scratch, out)
     }
 }
 
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-fn attend_generic<F: super::math::Fma>(
+fn attend_generic<F: super::math::Fma, D: Dots>(
     order: SumOrder,
     query: &[f32],
     keys: &[f32],
@@ -191,14 +307,12 @@ fn attend_generic<F: super::math::Fma>(
         *q16 = F::round_f16(q);
     }
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
+    D::dots(order, &scratch.query, keys, &mut scratch.scores[..valid]);
     let mut max = f32::NEG_INFINITY;
-    for p in 0..valid {
-        let key = &keys[p * head_dim..(p + 1) * head_dim];
-        let score = ordered_dot(order, &scratch.query, key);
-        let w = score * scale;
-        scratch.scores[p] = w;
-        if w > max {
-            max = w;
+    for w in &mut scratch.scores[..valid] {
+        *w *= scale;
+        if *w > max {
+            max = *w;
         }
     }
     let sum = super::math::softmax_exp_generic::<F>(
@@ -289,6 +403,101 @@ fn attend_generic<F: super::math::Fma>(
         }
         for (o, &t) in out.iter_mut().zip(tail.iter()) {
             *o = t as f32;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values exactly representable in f16 (the cache and the rounded query hold only those),
+    /// spread over several binades and both signs.
+    fn f16_values(count: usize, seed: u64) -> alloc::vec::Vec<f32> {
+        let mut state = seed;
+        (0..count)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                let mantissa = ((state >> 33) % 2048) as f32 - 1024.0;
+                let exponent = ((state >> 50) % 12) as i32 - 16;
+                half::f16::from_f32(mantissa * libm::exp2f(exponent as f32)).to_f32()
+            })
+            .collect()
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_position_dots_equal_the_reference_order() {
+        if SimdLevel::detect() < SimdLevel::Avx512 {
+            return;
+        }
+        let keys = f16_values(37 * 64, 11);
+        for seed in 0..20 {
+            let query = f16_values(64, 100 + seed);
+            for order in [SumOrder::Decode, SumOrder::Batch] {
+                for len in [16, 32, 37] {
+                    let mut expected = alloc::vec![0.0f32; len];
+                    let mut got = alloc::vec![f32::NAN; len];
+                    PlainDots::dots(order, &query, &keys, &mut expected);
+                    wide::Avx512Dots::dots(order, &query, &keys, &mut got);
+                    for (p, (a, b)) in expected.iter().zip(&got).enumerate() {
+                        assert_eq!(a.to_bits(), b.to_bits(), "{order:?} position {p}: {a} {b}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_level_attends_bit_for_bit_like_the_scalar_reference() {
+        let levels: alloc::vec::Vec<SimdLevel> = [SimdLevel::Avx2, SimdLevel::Avx512]
+            .into_iter()
+            .filter(|level| crate::cpu::SimdLevel::detect() >= *level)
+            .collect();
+        for head_dim in [64, 48] {
+            let capacity = 96;
+            let keys = f16_values(capacity * head_dim, 1);
+            let values = f16_values(capacity * head_dim, 2);
+            for (seed, pos) in [(3, 0), (4, 14), (5, 15), (6, 16), (7, 33), (8, 63), (9, 95)] {
+                let query = f16_values(head_dim, seed);
+                for order in [SumOrder::Decode, SumOrder::Batch] {
+                    let n_kv = padded_kv_len(pos, capacity);
+                    let mut scratch = AttentionScratch::new(capacity, head_dim);
+                    let mut expected = alloc::vec![0.0f32; head_dim];
+                    attend(
+                        SimdLevel::Scalar,
+                        order,
+                        &query,
+                        &keys,
+                        &values,
+                        pos,
+                        n_kv,
+                        &mut scratch,
+                        &mut expected,
+                    );
+                    for &level in &levels {
+                        let mut got = alloc::vec![f32::NAN; head_dim];
+                        attend(
+                            level,
+                            order,
+                            &query,
+                            &keys,
+                            &values,
+                            pos,
+                            n_kv,
+                            &mut scratch,
+                            &mut got,
+                        );
+                        let same = expected
+                            .iter()
+                            .zip(&got)
+                            .all(|(a, b)| a.to_bits() == b.to_bits());
+                        assert!(same, "{level:?} {order:?} head {head_dim} pos {pos}");
+                    }
+                }
+            }
         }
     }
 }
