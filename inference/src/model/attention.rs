@@ -79,6 +79,19 @@ fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
 /// `0..dots.len()`, each in the order [`ordered_dot`] defines.
 trait Dots {
     fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]);
+
+    /// The probability-weighted sum of the values ([`weighted_values_reference`]'s contract).
+    #[inline(always)]
+    fn weighted_values(
+        order: SumOrder,
+        probs_f16: &[f32],
+        values: &[f32],
+        lengths: (usize, usize),
+        scratch: (&mut [f32], &mut [f64]),
+        out: &mut [f32],
+    ) {
+        weighted_values_reference(order, probs_f16, values, lengths, scratch, out)
+    }
 }
 
 /// One position at a time with [`ordered_dot`] (the reference, any head size).
@@ -160,7 +173,9 @@ pub fn attend(
 
 #[cfg(target_arch = "x86_64")]
 mod wide {
-    use super::{AttentionScratch, Dots, PlainDots, SumOrder, attend_generic};
+    use super::{
+        AttentionScratch, Dots, PlainDots, SumOrder, attend_generic, weighted_values_reference,
+    };
     use crate::model::math::HardFma;
     use core::arch::x86_64::*;
 
@@ -186,6 +201,110 @@ mod wide {
                 unsafe { dots16_head64(order, query, keys, out) };
             }
             PlainDots::dots(order, query, &keys[whole * 64..], &mut dots[whole..]);
+        }
+
+        #[inline(always)]
+        fn weighted_values(
+            order: SumOrder,
+            probs_f16: &[f32],
+            values: &[f32],
+            lengths: (usize, usize),
+            scratch: (&mut [f32], &mut [f64]),
+            out: &mut [f32],
+        ) {
+            if out.len() != 64 {
+                return weighted_values_reference(order, probs_f16, values, lengths, scratch, out);
+            }
+            // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F; the
+            // head is 64 wide, `values` holds `valid` positions of it and `probs_f16` `valid`
+            // probabilities (the attention's contract).
+            unsafe { weighted_head64(order, probs_f16, values, lengths, out) }
+        }
+    }
+
+    /// [`weighted_values_reference`] for a 64-wide head with every lane row and the f64 tail
+    /// held in registers: the same additions in the same order (products of f16 values are
+    /// exact in f32, so a fused multiply-add is the reference's `acc + prob * v`).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `out` is 64 values, `values` at least `valid x 64`,
+    /// `probs` at least `valid`.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn weighted_head64(
+        order: SumOrder,
+        probs: &[f32],
+        values: &[f32],
+        (valid, n_kv): (usize, usize),
+        out: &mut [f32],
+    ) {
+        let batch_order = order == SumOrder::Batch && n_kv.is_multiple_of(16);
+        let lanes = if batch_order { 16 } else { 64 };
+        let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
+        let summed = valid.min(vector_end);
+        let zero = _mm512_setzero_ps();
+        let value = |p: usize, j: usize| {
+            // SAFETY: `p < valid`, so `values[64 p + 16 j..][..16]` is inside the slice.
+            unsafe { _mm512_loadu_ps(values[p * 64..p * 64 + 64].as_ptr().add(16 * j)) }
+        };
+        let lane_row = |r: usize| {
+            let mut acc = [zero; 4];
+            for p in (r..summed).step_by(lanes) {
+                let prob = _mm512_set1_ps(probs[p]);
+                for (j, acc) in acc.iter_mut().enumerate() {
+                    *acc = _mm512_fmadd_ps(prob, value(p, j), *acc);
+                }
+            }
+            acc
+        };
+        let add = |a: [__m512; 4], b: [__m512; 4]| -> [__m512; 4] {
+            core::array::from_fn(|j| _mm512_add_ps(a[j], b[j]))
+        };
+        let mut rows: [[__m512; 4]; 16] = core::array::from_fn(|l| {
+            if batch_order {
+                lane_row(l)
+            } else {
+                // Lane l of accumulator j is lane row 16 j + l: (0 + 2) + (1 + 3).
+                add(
+                    add(lane_row(l), lane_row(32 + l)),
+                    add(lane_row(16 + l), lane_row(48 + l)),
+                )
+            }
+        });
+        for width in [8, 4] {
+            for l in 0..width {
+                rows[l] = add(rows[l], rows[l + width]);
+            }
+        }
+        let total = add(add(rows[0], rows[2]), add(rows[1], rows[3]));
+        if batch_order {
+            for (j, lanes) in total.iter().enumerate() {
+                // SAFETY: `out` holds 64 values.
+                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), *lanes) };
+            }
+            return;
+        }
+        let halves = |x: __m512| {
+            let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x));
+            (
+                _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+                _mm512_cvtps_pd(_mm256_castpd_ps(high)),
+            )
+        };
+        let mut tail: [__m512d; 8] = [_mm512_setzero_pd(); 8];
+        for (j, lanes) in total.iter().enumerate() {
+            (tail[2 * j], tail[2 * j + 1]) = halves(*lanes);
+        }
+        for p in vector_end..valid {
+            let prob = _mm512_set1_ps(probs[p]);
+            for j in 0..4 {
+                let (low, high) = halves(_mm512_mul_ps(prob, value(p, j)));
+                tail[2 * j] = _mm512_add_pd(tail[2 * j], low);
+                tail[2 * j + 1] = _mm512_add_pd(tail[2 * j + 1], high);
+            }
+        }
+        for (k, sum) in tail.iter().enumerate() {
+            // SAFETY: `out` holds 64 values; eight at a time.
+            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), _mm512_cvtpd_ps(*sum)) };
         }
     }
 
@@ -326,6 +445,29 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
     for p in 0..valid {
         scratch.probs_f16[p] = F::round_f16(scratch.probs[p] * inverse);
     }
+    D::weighted_values(
+        order,
+        &scratch.probs_f16,
+        values,
+        (valid, n_kv),
+        (&mut scratch.partial, &mut scratch.tail),
+        &mut out[..head_dim],
+    );
+}
+
+/// `out[d] = Σ_p probs_f16[p] * values[p][d]` over positions `0..valid` in the order of the path
+/// (see the module docs), for any head size; `partial` and `tail_scratch` are the scratch's
+/// lane rows and f64 tail.
+#[inline(always)]
+fn weighted_values_reference(
+    order: SumOrder,
+    probs_f16: &[f32],
+    values: &[f32],
+    (valid, n_kv): (usize, usize),
+    (partial, tail_scratch): (&mut [f32], &mut [f64]),
+    out: &mut [f32],
+) {
+    let head_dim = out.len();
     // Output element d is Σ_p prob[p] * v[p][d] in the order above. Positions accumulate into
     // per-lane partial rows (lane = position mod 16 or 64), so every loop runs over d, which is
     // contiguous in the cache; the lanes are then combined row-wise in the same tree.
@@ -336,8 +478,8 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
     // Lane row `r` (the accumulator lane position `p` lands in, `p % lanes`) is the sum of
     // `prob * v` over its positions in order, from +0; each is built in a scratch row just
     // before it is combined, so no `lanes x head_dim` buffer is written and read back.
-    let (rows, combined) = scratch.partial.split_at_mut(64 * head_dim);
-    let probs = &scratch.probs_f16;
+    let (rows, combined) = partial.split_at_mut(64 * head_dim);
+    let probs = probs_f16;
     let lane_row = |r: usize, into: &mut [f32]| {
         into.fill(0.0);
         for p in (r..summed).step_by(lanes) {
@@ -387,13 +529,13 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
     } else {
         // Positions past the last whole 64 are added in f64, one after another for every output
         // element: walking positions outermost keeps each step a contiguous (vector) pass.
-        let tail = &mut scratch.tail[..head_dim];
+        let tail = &mut tail_scratch[..head_dim];
         for (d, t) in tail.iter_mut().enumerate() {
             let lane = |l: usize| combined[l * head_dim + d];
             *t = f64::from((lane(0) + lane(2)) + (lane(1) + lane(3)));
         }
         for p in vector_end..valid {
-            let prob = scratch.probs_f16[p];
+            let prob = probs_f16[p];
             for (t, &v) in tail
                 .iter_mut()
                 .zip(&values[p * head_dim..(p + 1) * head_dim])
@@ -456,11 +598,10 @@ mod tests {
             .into_iter()
             .filter(|level| crate::cpu::SimdLevel::detect() >= *level)
             .collect();
-        for head_dim in [64, 48] {
-            let capacity = 96;
+        for (head_dim, capacity) in [(64, 96), (64, 90), (48, 96)] {
             let keys = f16_values(capacity * head_dim, 1);
             let values = f16_values(capacity * head_dim, 2);
-            for (seed, pos) in [(3, 0), (4, 14), (5, 15), (6, 16), (7, 33), (8, 63), (9, 95)] {
+            for (seed, pos) in [(3, 0), (4, 14), (5, 15), (6, 16), (7, 33), (8, 63), (9, 89)] {
                 let query = f16_values(head_dim, seed);
                 for order in [SumOrder::Decode, SumOrder::Batch] {
                     let n_kv = padded_kv_len(pos, capacity);
