@@ -294,8 +294,8 @@ mod wide {
         for (j, lanes) in total.iter().enumerate() {
             (tail[2 * j], tail[2 * j + 1]) = halves(*lanes);
         }
-        for p in vector_end..valid {
-            let prob = _mm512_set1_ps(probs[p]);
+        for (p, &prob) in probs.iter().enumerate().take(valid).skip(vector_end) {
+            let prob = _mm512_set1_ps(prob);
             for j in 0..4 {
                 let (low, high) = halves(_mm512_mul_ps(prob, value(p, j)));
                 tail[2 * j] = _mm512_add_pd(tail[2 * j], low);
