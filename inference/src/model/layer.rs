@@ -9,7 +9,7 @@ use super::products::{Product, run_products};
 use super::weights::LayerWeights;
 use super::{Model, ModelError};
 use crate::cpu::SimdLevel;
-use crate::kernels::{Activations, AlignedF32};
+use crate::kernels::{Activations, AlignedF32, PackedMatrix};
 use crate::parallel::Executor;
 use alloc::vec::Vec;
 
@@ -108,27 +108,12 @@ impl Model {
         first: usize,
         n: usize,
     ) -> Result<(), ModelError> {
-        let (dim, q_dim) = (self.config.dim, self.config.q_dim());
-        let m = n - first;
+        let q_dim = self.config.q_dim();
         let att = b.att.as_slice();
-        b.act_q.load_on(executor, m, &|t, row| {
+        b.act_q.load_on(executor, n - first, &|t, row| {
             row.copy_from_slice(&att[(first + t) * q_dim..(first + t + 1) * q_dim]);
         });
-        run_products(
-            self.kernels,
-            executor,
-            &mut [Product {
-                w: &layer.wo,
-                x: &b.act_q,
-                out: b.tmp.as_mut_slice(),
-            }],
-            &mut b.staging,
-        )?;
-        add_in_place(
-            &mut b.x.as_mut_slice()[first * dim..n * dim],
-            &b.tmp.as_slice()[..m * dim],
-        );
-        Ok(())
+        self.add_product(executor, &layer.wo, ResidualInput::Attention, b, first, n)
     }
 
     /// Feed-forward block (norm, gate and up products, SwiGLU, down product, residual add) for
@@ -171,22 +156,65 @@ impl Model {
             let range = t * ffn..(t + 1) * ffn;
             self.math.swiglu(&gate[range.clone()], &up[range], row);
         });
+        self.add_product(
+            executor,
+            &layer.w_down,
+            ResidualInput::FeedForward,
+            b,
+            first,
+            n,
+        )
+    }
+
+    /// `x[first..n] += w · input`: the product into `tmp`, then the residual add (the attention
+    /// output projection and the feed-forward down product end the same way).
+    fn add_product(
+        &self,
+        executor: &dyn Executor,
+        w: &PackedMatrix,
+        input: ResidualInput,
+        b: &mut RowBuffers,
+        first: usize,
+        n: usize,
+    ) -> Result<(), ModelError> {
+        let dim = self.config.dim;
+        let RowBuffers {
+            x,
+            tmp,
+            staging,
+            act_q,
+            act_ffn,
+            ..
+        } = b;
+        let input = match input {
+            ResidualInput::Attention => &*act_q,
+            ResidualInput::FeedForward => &*act_ffn,
+        };
         run_products(
             self.kernels,
             executor,
             &mut [Product {
-                w: &layer.w_down,
-                x: &b.act_ffn,
-                out: b.tmp.as_mut_slice(),
+                w,
+                x: input,
+                out: tmp.as_mut_slice(),
             }],
-            &mut b.staging,
+            staging,
         )?;
         add_in_place(
-            &mut b.x.as_mut_slice()[first * dim..n * dim],
-            &b.tmp.as_slice()[..m * dim],
+            &mut x.as_mut_slice()[first * dim..n * dim],
+            &tmp.as_slice()[..(n - first) * dim],
         );
         Ok(())
     }
+}
+
+/// The activations a product that feeds the residual stream reads.
+#[derive(Clone, Copy)]
+enum ResidualInput {
+    /// The attention rows (`act_q`), for the output projection.
+    Attention,
+    /// The SwiGLU rows (`act_ffn`), for the down product.
+    FeedForward,
 }
 
 fn add_in_place(x: &mut [f32], y: &[f32]) {
