@@ -142,91 +142,75 @@ mod tests {
         (ghcb, pages, response)
     }
 
-    #[test]
-    fn request_and_response_cross_the_shared_pages() {
+    /// What one `exchange` of the request `[0x5C; …]` did.
+    struct Outcome {
+        result: Result<(), TransportError>,
+        response: [u8; MESSAGE_PAGE_SIZE],
+        request_page: Vec<u8>,
+        exits: usize,
+        waits: usize,
+    }
+
+    /// One `exchange` whose hypervisor answers its `n`-th exit (from 1) with status
+    /// `status(n)` and, on success, a response page full of `answer`.
+    fn exchange_with(status: impl Fn(usize) -> u64, answer: u8) -> Outcome {
         let (mut ghcb, mut pages, shared) = setup();
-        let request = [0x5C; MESSAGE_PAGE_SIZE];
         let mut response = [0; MESSAGE_PAGE_SIZE];
-        let mut exits = 0;
-        exchange(
+        let (mut exits, mut waits) = (0, 0);
+        let result = exchange(
             &mut ghcb,
             &mut pages,
-            &request,
+            &[0x5C; MESSAGE_PAGE_SIZE],
             &mut response,
             |g| {
                 exits += 1;
-                hypervisor(g, &shared, 0, 0x77)
+                hypervisor(g, &shared, status(exits), answer)
             },
-            || {},
-        )
-        .unwrap();
-        assert_eq!(exits, 1);
-        assert_eq!(pages.request, request);
-        assert_eq!(response, [0x77; MESSAGE_PAGE_SIZE]);
+            || waits += 1,
+        );
+        Outcome {
+            result,
+            response,
+            request_page: pages.request,
+            exits,
+            waits,
+        }
+    }
+
+    #[test]
+    fn request_and_response_cross_the_shared_pages() {
+        let outcome = exchange_with(|_| 0, 0x77);
+        assert_eq!(outcome.result, Ok(()));
+        assert_eq!(outcome.exits, 1);
+        assert_eq!(outcome.request_page, [0x5C; MESSAGE_PAGE_SIZE]);
+        assert_eq!(outcome.response, [0x77; MESSAGE_PAGE_SIZE]);
     }
 
     #[test]
     fn busy_is_retried_and_errors_are_reported() {
-        let (mut ghcb, mut pages, shared) = setup();
-        let request = [1; MESSAGE_PAGE_SIZE];
-        let mut response = [0; MESSAGE_PAGE_SIZE];
-        let mut exits = 0;
-        let mut waits = 0;
-        exchange(
-            &mut ghcb,
-            &mut pages,
-            &request,
-            &mut response,
-            |g| {
-                exits += 1;
-                let info2 = if exits < 3 { VMM_BUSY << 32 } else { 0 };
-                hypervisor(g, &shared, info2, 9)
-            },
-            || waits += 1,
-        )
-        .unwrap();
-        assert_eq!((exits, waits), (3, 2));
-        assert_eq!(response[0], 9);
+        let outcome = exchange_with(|n| if n < 3 { VMM_BUSY << 32 } else { 0 }, 9);
+        assert_eq!(outcome.result, Ok(()));
+        assert_eq!((outcome.exits, outcome.waits), (3, 2));
+        assert_eq!(outcome.response[0], 9);
 
-        let mut exits = 0;
-        let error = exchange(
-            &mut ghcb,
-            &mut pages,
-            &request,
-            &mut response,
-            |g| {
-                exits += 1;
-                hypervisor(g, &shared, VMM_BUSY << 32, 0)
-            },
-            || {},
-        )
-        .unwrap_err();
-        assert_eq!(exits, BUSY_RETRIES + 1);
+        let outcome = exchange_with(|_| VMM_BUSY << 32, 0);
+        let error = outcome.result.unwrap_err();
+        assert_eq!(outcome.exits, BUSY_RETRIES + 1);
         assert!(error.0.contains("still busy"), "{}", error.0);
 
         // A firmware error (bits 31:0) is not retried.
-        let mut exits = 0;
-        let error = exchange(
-            &mut ghcb,
-            &mut pages,
-            &request,
-            &mut response,
-            |g| {
-                exits += 1;
-                hypervisor(g, &shared, 0x16, 0)
-            },
-            || {},
-        )
-        .unwrap_err();
-        assert_eq!(exits, 1);
+        let outcome = exchange_with(|_| 0x16, 0);
+        let error = outcome.result.unwrap_err();
+        assert_eq!(outcome.exits, 1);
         assert!(error.0.contains("0x16"), "{}", error.0);
 
         // The hypervisor forgets to mark its status valid.
+        let (mut ghcb, mut pages, _) = setup();
         let error = exchange(
             &mut ghcb,
             &mut pages,
-            &request,
-            &mut response,
+            &[1; MESSAGE_PAGE_SIZE],
+            &mut [0; MESSAGE_PAGE_SIZE],
             |g| g.begin(),
             || {},
         )
