@@ -120,27 +120,15 @@ fn tiny_model_slots_equal_single_runs() {
 
 #[test]
 fn default_model_slots_equal_single_runs() {
-    let bytes = std::fs::read(support::default_model_path()).expect("read the default model");
-    let gguf = Gguf::parse(&bytes).unwrap();
-    let model = Model::from_gguf(&gguf, Kernels::detect()).unwrap();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/llama-cpp-reference/llama_cpp_reference.json"
-    );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).expect("reference json")).unwrap();
+    let model = support::default_model();
+    let json = support::llama_cpp_reference();
     let requests: Vec<Request> = json["chat"]
         .as_array()
         .unwrap()
         .iter()
         .enumerate()
         .map(|(i, chat)| Request {
-            prompt: chat["prompt_ids"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as u32)
-                .collect(),
+            prompt: support::token_ids(&chat["prompt_ids"]),
             max_tokens: 12,
             sampler: if i % 2 == 0 {
                 SamplerConfig::greedy()
@@ -158,14 +146,8 @@ fn default_model_slots_equal_single_runs() {
     let expected: Vec<Vec<u32>> = requests.iter().map(|r| alone(&model, r, config)).collect();
     // The greedy requests also match llama.cpp's tokens.
     for (i, tokens) in expected.iter().enumerate().step_by(2) {
-        let reference: Vec<u32> = json["chat"][i]["greedy_ids_64"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .take(tokens.len())
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect();
-        assert_eq!(tokens, &reference, "chat {i}");
+        let reference = support::token_ids(&json["chat"][i]["greedy_ids_64"]);
+        assert_eq!(tokens[..], reference[..tokens.len()], "chat {i}");
     }
     assert_eq!(batched(&model, &requests, config, requests.len()), expected);
 }

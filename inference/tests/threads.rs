@@ -67,25 +67,11 @@ fn tiny_model_threads_equal_serial() {
 
 #[test]
 fn default_model_two_threads_equal_one() {
-    let bytes = std::fs::read(support::default_model_path()).expect("read the default model");
-    let gguf = Gguf::parse(&bytes).unwrap();
-    let model = Model::from_gguf(&gguf, Kernels::detect()).unwrap();
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../testdata/llama-cpp-reference/llama_cpp_reference.json"
-    );
-    let json: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(path).expect("reference json")).unwrap();
+    let model = support::default_model();
+    let json = support::llama_cpp_reference();
     let chat = &json["chat"][0];
-    let ids = |v: &serde_json::Value| -> Vec<u32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap() as u32)
-            .collect()
-    };
-    let prompt = ids(&chat["prompt_ids"]);
-    let expected = ids(&chat["greedy_ids_64"]);
+    let prompt = support::token_ids(&chat["prompt_ids"]);
+    let expected = support::token_ids(&chat["greedy_ids_64"]);
     let pool = ThreadPool::new(2).unwrap();
     let serial = run(&model, &Serial, &prompt, 512, 16);
     let threaded = run(&model, &pool, &prompt, 512, 16);
