@@ -6,13 +6,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
+use ward_inference::batcher::BatcherMemory;
 use ward_inference::batcher::{Batcher, BatcherConfig};
 use ward_inference::gguf::Gguf;
 use ward_inference::kernels::Kernels;
 use ward_inference::model::Model;
 use ward_inference::parallel::Serial;
 use ward_inference::sampler::SamplerConfig;
-use ward_kernel::service::memory::BatcherMemory;
 use ward_tools::tiny_model::{TinyModelSpec, tiny_model_gguf};
 
 /// Counts the live heap bytes of the allocating thread (the test harness runs other threads).

@@ -9,6 +9,10 @@
 //! Finished requests are released with [`Batcher::release`], which zeroes the slot's cache.
 //! Nothing is allocated on the step path once every slot has served one request.
 
+mod memory;
+
+pub use memory::BatcherMemory;
+
 use crate::model::{BatchScratch, Context, Model, ModelError, Span};
 use crate::parallel::Executor;
 use crate::sampler::{Sampler, SamplerConfig, SamplerError};

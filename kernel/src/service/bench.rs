@@ -7,7 +7,7 @@
 //! The benchmark allocates its own context and batcher beside the serving slots, so it runs
 //! only when they fit the free heap (the same accounting as the load-time check).
 
-use super::memory::{BatcherMemory, InsufficientMemory};
+use super::memory::{BatcherMemory, InsufficientMemory, SlotsFit};
 use alloc::vec::Vec;
 use core::fmt;
 use ward_attestation::config::BenchConfig;

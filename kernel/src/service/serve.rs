@@ -9,7 +9,7 @@
 use super::engine::{LoadedModel, StepOutput};
 use super::io::{Clock, Disk, SocketError, Sockets};
 use super::load::{LoadError, unseal_from_disk};
-use super::memory::BatcherMemory;
+use super::memory::{BatcherMemory, SlotsFit};
 use super::scheduler::{Refusal, Scheduler, batcher_config};
 use alloc::boxed::Box;
 use alloc::collections::VecDeque;
