@@ -6,8 +6,15 @@
 //! A pass covers a few pairs and up to [`COLUMNS`] activation vectors: each pair block is loaded
 //! and unpacked once for all of them, and the activation operands come straight from memory in
 //! the layout `spread` prepared (quants already in the lanes, offset corrections already
-//! spread), so the inner loop is four vector operations per pair block and vector: the integer
-//! sums, their conversion, the scale product, the FMA. The passes walk the rows outermost, so a
+//! spread), so the inner loop is three vector operations per pair block and vector for the
+//! 4-bit types (the integer sums; one FMA that converts them and applies the activation's
+//! scale; the FMA into the lanes) and four for Q8_0 (sums, conversion, scale product, FMA).
+//!
+//! Why the 4-bit shortcut is exact (`exact_activation_scaling`): llama.cpp adds
+//! `fma(d0 * d1, sum, lane)`. Both scales are f16 values (11 significant bits), so `d0 * d1` is
+//! exact in f32, and a 4-bit group sum is below 2^13 in magnitude (4 x 15 x 128), so
+//! `sum * d1` is exact too (at most 24 bits); `fma(d0, sum * d1, lane)` therefore rounds the
+//! same real number once. Q8_0 sums reach 2^16 and keep the scale product. The passes walk the rows outermost, so a
 //! batch wider than one pass re-reads a few kilobytes of weights from L1, not the matrix from
 //! memory.
 //!
@@ -270,13 +277,25 @@ unsafe fn tile<const KIND: u8, const P: usize, const C: usize>(
                 }
             };
             let act_d = _mm512_set1_ps(terms_b.d[lane0 + c]);
+            let bias_d = _mm512_set1_ps(terms_b.bias_d[lane0 + c]);
             for p in 0..P {
                 let sums = _mm512_dpbusd_epi32(start, weights[p], quants);
-                // d_weight * d_activation per lane: the same products as llama.cpp's `d0 * d1`.
-                let d = _mm512_mul_ps(weight_scales[p], act_d);
-                // The sums as f32, exactly (see `spread::FLOAT_BIAS`).
-                let sums = _mm512_sub_ps(_mm512_castsi512_ps(sums), bias);
-                lanes[p][c] = _mm512_fmadd_ps(d, sums, lanes[p][c]);
+                if KIND == Q8_0 {
+                    // d_weight * d_activation per lane: the same products as llama.cpp's
+                    // `d0 * d1`.
+                    let d = _mm512_mul_ps(weight_scales[p], act_d);
+                    // The sums as f32, exactly (see `spread::FLOAT_BIAS`).
+                    let sums = _mm512_sub_ps(_mm512_castsi512_ps(sums), bias);
+                    lanes[p][c] = _mm512_fmadd_ps(d, sums, lanes[p][c]);
+                } else {
+                    // `sum * d_activation`, exactly: the biased sum times `d` minus the bias
+                    // times `d` is rounded once, and the product needs at most 24 bits (see
+                    // `exact_activation_scaling`).
+                    let scaled = _mm512_fmadd_ps(_mm512_castsi512_ps(sums), act_d, bias_d);
+                    // `d_weight * (sum * d_activation)` is the exact real product that
+                    // llama.cpp's FMA of `d0 * d1` (itself exact) with the sum rounds once.
+                    lanes[p][c] = _mm512_fmadd_ps(weight_scales[p], scaled, lanes[p][c]);
+                }
             }
         }
     }
@@ -323,4 +342,46 @@ fn hsum8_pair<const KIND: u8>(acc: __m512) -> [f32; 2] {
     unsafe { _mm512_storeu_ps(out.as_mut_ptr(), total) };
     let second = if KIND == Q8_0 { 8 } else { 4 };
     [out[0], out[second]]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::spread::{FLOAT_BIAS, FLOAT_BIAS_VALUE};
+    use crate::quant::f16_bits_to_f32;
+    use libm::fmaf;
+
+    /// The identity the 4-bit kernels rely on (see the module documentation), checked for
+    /// every group sum a 4-bit block can produce, activation scales across every f16 exponent
+    /// (normal and subnormal, both signs), and weight scales and lanes of mixed magnitudes.
+    #[test]
+    fn exact_activation_scaling() {
+        let mut checked = 0u64;
+        for bits in (0u16..0x7c00)
+            .step_by(97)
+            .chain([0x0001, 0x03ff, 0x0400, 0x7bff])
+        {
+            for sign in [0u16, 0x8000] {
+                let d1 = f16_bits_to_f32(bits | sign);
+                let bias_d = -FLOAT_BIAS_VALUE * d1;
+                for sum in -8192i32..=8192 {
+                    let biased = f32::from_bits((FLOAT_BIAS + sum) as u32);
+                    let scaled = fmaf(biased, d1, bias_d);
+                    assert_eq!(scaled, sum as f32 * d1, "sum {sum} d1 {d1:e}");
+                    assert_eq!(f64::from(scaled), f64::from(sum) * f64::from(d1));
+                    if sum % 61 == 0 {
+                        let d0 =
+                            f16_bits_to_f32(bits.wrapping_mul(7).wrapping_add(0x1234) % 0x7c00);
+                        let lane = (sum as f32) * 1.337e-3 * d1 - 0.5;
+                        assert_eq!(
+                            fmaf(d0, scaled, lane).to_bits(),
+                            fmaf(d0 * d1, sum as f32, lane).to_bits(),
+                            "d0 {d0:e} d1 {d1:e} sum {sum}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 10_000_000);
+    }
 }

@@ -57,6 +57,9 @@ impl Default for SpreadBlock {
 pub struct BlockTerms {
     pub s: [f32; 16],
     pub d: [f32; MINIMUM_GROUP],
+    /// `-FLOAT_BIAS_VALUE * d[c]` (exact: both factors have few significant bits), which lets a
+    /// 4-bit kernel turn a biased sum into `sum * d` with one FMA.
+    pub bias_d: [f32; MINIMUM_GROUP],
 }
 
 impl SpreadBlock {
@@ -192,6 +195,7 @@ fn fill(
             terms.s[2 * c] = block.s;
             terms.s[2 * c + 1] = block.s;
             terms.d[c] = block.d;
+            terms.bias_d[c] = -FLOAT_BIAS_VALUE * block.d;
         }
     }
     // A group's missing vectors keep zero terms (their lanes are never read).
@@ -201,6 +205,7 @@ fn fill(
             terms.s[2 * c] = 0.0;
             terms.s[2 * c + 1] = 0.0;
             terms.d[c] = 0.0;
+            terms.bias_d[c] = 0.0;
         }
     }
 }
@@ -229,6 +234,7 @@ mod tests {
             let (s, d) = blocks.get(c).map_or((0.0, 0.0), |b| (b.s, b.d));
             assert_eq!(pair, [s, s]);
             assert_eq!(terms[0].d[c], d);
+            assert_eq!(terms[0].bias_d[c], -FLOAT_BIAS_VALUE * d);
         }
     }
 }
