@@ -14,7 +14,7 @@ mod memory;
 pub use memory::BatcherMemory;
 
 use crate::model::{BatchScratch, Context, Model, ModelError, Span};
-use crate::parallel::Executor;
+use crate::parallel::{Disjoint, Executor};
 use crate::sampler::{Sampler, SamplerConfig, SamplerError};
 use alloc::vec::Vec;
 use core::fmt;
@@ -131,6 +131,8 @@ pub struct Batcher {
     scratch: BatchScratch,
     tokens: Vec<u32>,
     spans: Vec<Span>,
+    /// Each span's sampled token (or error) in the current step.
+    sampled: Vec<Option<Result<u32, SamplerError>>>,
     emitted: Vec<Emitted>,
 }
 
@@ -161,6 +163,7 @@ impl Batcher {
             scratch: model.new_batch_scratch(max_rows, config.slots, config.capacity),
             tokens: Vec::with_capacity(max_rows),
             spans: Vec::with_capacity(config.slots),
+            sampled: Vec::with_capacity(config.slots),
             emitted: Vec::with_capacity(config.slots),
             config,
         }
@@ -263,14 +266,14 @@ impl Batcher {
             &self.tokens,
             &self.spans,
         )?;
-        for span in &self.spans {
+        self.sample_slots(executor);
+        for (span, sampled) in self.spans.iter().zip(&self.sampled) {
             let slot = &mut self.slots[span.context];
             slot.fed += span.tokens.len();
-            if slot.fed < slot.prompt_len {
+            let Some(token) = *sampled else {
                 continue;
-            }
-            let logits = self.contexts[span.context].logits_mut();
-            let token = slot.sampler.sample(logits, &slot.history)?;
+            };
+            let token = token?;
             slot.history.push(token);
             slot.generated += 1;
             self.emitted.push(Emitted {
@@ -280,5 +283,35 @@ impl Batcher {
             });
         }
         Ok(&self.emitted)
+    }
+
+    /// Samples the next token of every span's slot whose input reaches the end of its prompt in
+    /// this step, one task per span (each reads and changes only its own slot and logits), into
+    /// `sampled` (`None`: the slot is still in prefill).
+    fn sample_slots(&mut self, executor: &dyn Executor) {
+        let spans = &self.spans[..];
+        self.sampled.clear();
+        self.sampled.resize(spans.len(), None);
+        let slots = Disjoint::new(&mut self.slots[..]);
+        let contexts = Disjoint::new(&mut self.contexts[..]);
+        let sampled = Disjoint::new(&mut self.sampled[..]);
+        executor.run(spans.len(), &|task, _worker| {
+            let span = &spans[task.0];
+            // SAFETY: the spans of a step name distinct slots (one span per busy slot), and
+            // task `i` alone writes `sampled[i]`.
+            let (Some(slot), Some(ctx), Some(out)) = (unsafe {
+                (
+                    slots.item(span.context),
+                    contexts.item(span.context),
+                    sampled.item(task.0),
+                )
+            }) else {
+                return;
+            };
+            if slot.fed + span.tokens.len() < slot.prompt_len {
+                return;
+            }
+            *out = Some(slot.sampler.sample(ctx.logits_mut(), &slot.history));
+        });
     }
 }

@@ -98,6 +98,20 @@ impl Activations {
         n: usize,
         produce: &(dyn Fn(usize, &mut [f32]) + Sync),
     ) -> bool {
+        self.load_with(n, |filler| {
+            executor.run(n, &|task, _worker| {
+                // SAFETY: task `t` alone produces vector `t`.
+                unsafe { filler.produce(task.0, |row| produce(task.0, row)) };
+            });
+        })
+    }
+
+    /// [`Self::load`] of `n` vectors that `fill` produces through the [`RowFiller`] it is
+    /// given, each with one [`RowFiller::produce`] call — typically from the tasks of a parallel
+    /// run that does other work too, so the vectors need no run of their own. When `fill`
+    /// returns, the spread form is made. Returns `false` (without calling `fill`) if they do not
+    /// fit.
+    pub fn load_with(&mut self, n: usize, fill: impl FnOnce(&RowFiller<'_>)) -> bool {
         if n > self.capacity {
             return false;
         }
@@ -108,21 +122,13 @@ impl Activations {
         } else {
             cols / BLOCK
         };
-        let (avx2, avx512) = (self.avx2, self.avx512);
-        let floats = Disjoint::new(&mut self.floats.as_mut_slice()[..n * cols]);
-        let blocks = Disjoint::new(&mut self.blocks[..n * per]);
-        executor.run(n, &|task, _worker| {
-            let t = task.0;
-            // SAFETY: task `t` alone takes vector `t`'s floats and blocks.
-            let (Some(row), Some(out)) =
-                (unsafe { floats.range(t * cols..(t + 1) * cols) }, unsafe {
-                    blocks.range(t * per..(t + 1) * per)
-                })
-            else {
-                return;
-            };
-            produce(t, row);
-            quantize(avx2, avx512, row, out);
+        fill(&RowFiller {
+            avx2: self.avx2,
+            avx512: self.avx512,
+            cols,
+            per,
+            floats: Disjoint::new(&mut self.floats.as_mut_slice()[..n * cols]),
+            blocks: Disjoint::new(&mut self.blocks[..n * per]),
         });
         if per > 0 && !self.spread.is_empty() {
             // The spread form exists only when this CPU has AVX-512.
@@ -186,6 +192,37 @@ impl Activations {
         self.terms
             .get(group * per..(group + 1) * per)
             .unwrap_or(&[])
+    }
+}
+
+/// Produces the vectors of one [`Activations::load_with`] call, from any number of threads.
+pub struct RowFiller<'a> {
+    avx2: bool,
+    avx512: bool,
+    cols: usize,
+    per: usize,
+    floats: Disjoint<'a, f32>,
+    blocks: Disjoint<'a, ActivationBlock>,
+}
+
+impl RowFiller<'_> {
+    /// Vector `t`: `produce` writes its `cols` values, then they are quantized. A vector past
+    /// the end is ignored.
+    ///
+    /// # Safety
+    /// No two calls for the same `t` may run at the same time.
+    pub unsafe fn produce(&self, t: usize, produce: impl FnOnce(&mut [f32])) {
+        let (cols, per) = (self.cols, self.per);
+        // SAFETY: vector `t`'s floats and blocks are reached only by the calls for `t`, which
+        // the caller keeps from overlapping.
+        let (Some(row), Some(out)) = (
+            unsafe { self.floats.range(t * cols..(t + 1) * cols) },
+            unsafe { self.blocks.range(t * per..(t + 1) * per) },
+        ) else {
+            return;
+        };
+        produce(row);
+        quantize(self.avx2, self.avx512, row, out);
     }
 }
 

@@ -13,7 +13,7 @@ use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
 use super::products::{Product, run_products};
 use super::{Context, Model, ModelError};
-use crate::kernels::Activations;
+use crate::kernels::{Activations, RowFiller};
 use crate::parallel::{Disjoint, Executor};
 use alloc::vec::Vec;
 use core::ops::Range;
@@ -38,16 +38,15 @@ pub struct BatchScratch {
     angles: Vec<(f32, f32)>,
     /// One per span, so spans attend in parallel.
     attention: Vec<AttentionScratch>,
-    logits: Vec<f32>,
 }
 
-/// One span's rows of the step's buffers.
+/// One span's rows of the step's buffers (rows `first..` of the step).
 struct SpanRows<'a> {
     q: &'a mut [f32],
     k: &'a mut [f32],
-    v: &'a [f32],
+    v: &'a mut [f32],
     angles: &'a [(f32, f32)],
-    att: &'a mut [f32],
+    first: usize,
 }
 
 impl Model {
@@ -76,7 +75,6 @@ impl Model {
             attention: (0..max_spans)
                 .map(|_| AttentionScratch::new(capacity.max(1), c.head_dim))
                 .collect(),
-            logits: alloc::vec![0.0; max_spans * c.vocab_size],
         }
     }
 
@@ -114,49 +112,77 @@ impl Model {
                 row += 1;
             }
         }
+        // The previous step's last residual is for rows this step has just replaced.
+        s.rows.residual = None;
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
             self.attention_inputs(executor, layer, &mut s.rows, rows)?;
-            self.attend_spans(executor, layer_index, s, contexts, spans);
-            self.attention_output(executor, layer, &mut s.rows, 0, rows)?;
+            self.attend_spans(executor, layer_index, s, contexts, spans, rows);
+            self.output_projection(executor, layer, &mut s.rows, 0)?;
             self.feed_forward(executor, layer, &mut s.rows, 0, rows)?;
         }
-        // Final norm and output head for each span's last row, all spans in one product.
-        let mut last = 0;
-        for (i, span) in spans.iter().enumerate() {
-            last += span.tokens.len();
-            let t = last - 1;
-            rms_norm(
-                &s.rows.x.as_slice()[t * dim..(t + 1) * dim],
-                &self.weights.output_norm,
-                c.rms_eps,
-                &mut s.rows.xn.as_mut_slice()[i * dim..(i + 1) * dim],
-            );
-        }
-        s.act_out
-            .load(&s.rows.xn.as_slice()[..spans.len() * dim], spans.len());
-        run_products(
+        self.output_logits(executor, s, contexts, spans)
+    }
+
+    /// Final norm and output head for each span's last row, all spans in one product, then
+    /// each span's logits into its context (one task per span).
+    fn output_logits(
+        &self,
+        executor: &dyn Executor,
+        s: &mut BatchScratch,
+        contexts: &mut [Context],
+        spans: &[Span],
+    ) -> Result<(), ModelError> {
+        let c = &self.config;
+        let dim = c.dim;
+        let residual = s.rows.residual.take();
+        let x = Disjoint::new(s.rows.x.as_mut_slice());
+        let staging = &s.rows.staging[..];
+        s.act_out.load_on(executor, spans.len(), &|i, row| {
+            let Some(last) = spans[..=i]
+                .iter()
+                .map(|span| span.tokens.len())
+                .sum::<usize>()
+                .checked_sub(1)
+            else {
+                return;
+            };
+            // SAFETY: every span has its own last row, so task `i` alone touches row `last`.
+            let Some(x_row) = (unsafe { x.range(last * dim..(last + 1) * dim) }) else {
+                return;
+            };
+            if let Some(residual) = residual {
+                residual.add_to(staging, last, x_row);
+            }
+            rms_norm(x_row, &self.weights.output_norm, c.rms_eps, row);
+        });
+        let [head, ..] = run_products(
             self.kernels,
             executor,
-            &mut [Product {
+            &[Product {
                 w: self.weights.output_head(),
                 x: &s.act_out,
-                out: &mut s.logits,
             }],
             &mut s.rows.staging,
         )?;
-        let vocab = c.vocab_size;
-        for (i, span) in spans.iter().enumerate() {
-            let ctx = &mut contexts[span.context];
+        let staging = &s.rows.staging[..];
+        let contexts = Disjoint::new(contexts);
+        executor.run(spans.len(), &|task, _worker| {
+            let i = task.0;
+            let span = &spans[i];
+            // SAFETY: spans name distinct contexts (checked by `check_batch`), one task each.
+            let Some(ctx) = (unsafe { contexts.item(span.context) }) else {
+                return;
+            };
             ctx.position += span.tokens.len();
             ctx.last_in_batch = span.tokens.len() - 1;
-            ctx.logits
-                .copy_from_slice(&s.logits[i * vocab..(i + 1) * vocab]);
-        }
+            head.copy_row(staging, i, &mut ctx.logits);
+        });
         Ok(())
     }
 
     /// RoPE, KV-cache store and attention for every span of the step, one task per span on
-    /// `executor` (each span touches only its own context, rows and scratch).
+    /// `executor` (each span touches only its own context, rows and scratch); each task also
+    /// quantizes its rows' attention outputs into `act_q`, the output projection's input.
     fn attend_spans(
         &self,
         executor: &dyn Executor,
@@ -164,61 +190,69 @@ impl Model {
         s: &mut BatchScratch,
         contexts: &mut [Context],
         spans: &[Span],
+        rows: usize,
     ) {
         let c = &self.config;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
         let q = Disjoint::new(s.rows.q.as_mut_slice());
         let k = Disjoint::new(s.rows.k.as_mut_slice());
-        let att = Disjoint::new(s.rows.att.as_mut_slice());
+        let v = Disjoint::new(s.rows.v.as_mut_slice());
         let scratches = Disjoint::new(&mut s.attention[..]);
         let contexts = Disjoint::new(contexts);
-        let (v, angles) = (s.rows.v.as_slice(), &s.angles[..]);
+        let (staged, staging) = (&s.rows.staged, &s.rows.staging[..]);
+        let angles = &s.angles[..];
         let half = c.head_dim / 2;
-        executor.run(spans.len(), &|task, _worker| {
-            let i = task.0;
-            let span = &spans[i];
-            let first = spans[..i].iter().map(|s| s.tokens.len()).sum::<usize>();
-            let rows = first..first + span.tokens.len();
-            // SAFETY: every task takes a different span: spans name distinct contexts (checked
-            // by `check_batch`), own disjoint row ranges of the step, and task `i` alone uses
-            // scratch `i` (`check_batch` keeps the spans within the scratches). The buffers
-            // outlive the run, which returns when every task has.
-            let (ctx, q, k, att, scratch) = unsafe {
-                (
-                    contexts.item(span.context),
-                    q.range(rows.start * q_dim..rows.end * q_dim),
-                    k.range(rows.start * kv_dim..rows.end * kv_dim),
-                    att.range(rows.start * q_dim..rows.end * q_dim),
-                    scratches.item(i),
-                )
-            };
-            let (Some(ctx), Some(q), Some(k), Some(att), Some(scratch)) = (ctx, q, k, att, scratch)
-            else {
-                return;
-            };
-            self.attend_span(
-                layer_index,
-                ctx,
-                SpanRows {
-                    q,
-                    k,
-                    v: &v[rows.start * kv_dim..rows.end * kv_dim],
-                    angles: &angles[rows.start * half..rows.end * half],
-                    att,
-                },
-                scratch,
-            );
+        s.rows.act_q.load_with(rows, |attention_out| {
+            executor.run(spans.len(), &|task, _worker| {
+                let i = task.0;
+                let span = &spans[i];
+                let first = spans[..i].iter().map(|s| s.tokens.len()).sum::<usize>();
+                let rows = first..first + span.tokens.len();
+                // SAFETY: every task takes a different span: spans name distinct contexts
+                // (checked by `check_batch`), own disjoint row ranges of the step, and task `i`
+                // alone uses scratch `i` (`check_batch` keeps the spans within the scratches).
+                // The buffers outlive the run, which returns when every task has.
+                let (ctx, q, k, v, scratch) = unsafe {
+                    (
+                        contexts.item(span.context),
+                        q.range(rows.start * q_dim..rows.end * q_dim),
+                        k.range(rows.start * kv_dim..rows.end * kv_dim),
+                        v.range(rows.start * kv_dim..rows.end * kv_dim),
+                        scratches.item(i),
+                    )
+                };
+                let (Some(ctx), Some(q), Some(k), Some(v), Some(scratch)) = (ctx, q, k, v, scratch)
+                else {
+                    return;
+                };
+                self.gather_qkv(staged, staging, rows.clone(), (&mut *q, &mut *k, &mut *v));
+                self.attend_span(
+                    layer_index,
+                    ctx,
+                    SpanRows {
+                        q,
+                        k,
+                        v,
+                        angles: &angles[rows.start * half..rows.end * half],
+                        first: rows.start,
+                    },
+                    scratch,
+                    attention_out,
+                );
+            });
         });
     }
 
     /// One span's part of a layer's attention: RoPE on its queries and keys, its keys and values
-    /// into its context's cache, then every head of every token over that cache.
+    /// into its context's cache, then every head of every token over that cache, each token's
+    /// heads straight into its row of `out`.
     fn attend_span(
         &self,
         layer_index: usize,
         ctx: &mut Context,
         rows: SpanRows<'_>,
         scratch: &mut AttentionScratch,
+        out: &RowFiller<'_>,
     ) {
         let c = &self.config;
         let (q_dim, kv_dim, half) = (c.q_dim(), c.kv_dim(), c.head_dim / 2);
@@ -247,23 +281,27 @@ impl Model {
         }
         for i in 0..n {
             let pos = start + i;
-            for head in 0..c.n_heads {
-                let kv_head = head / (c.n_heads / c.n_kv_heads);
-                let at = ctx.cache_offset(layer_index, kv_head, 0);
-                let cached = at..at + (pos + 1) * c.head_dim;
-                let query = i * q_dim + head * c.head_dim..i * q_dim + (head + 1) * c.head_dim;
-                attend(
-                    self.kernels.level(),
-                    order,
-                    &rows.q[query.clone()],
-                    &ctx.keys[cached.clone()],
-                    &ctx.values[cached],
-                    pos,
-                    n_kv,
-                    scratch,
-                    &mut rows.att[query],
-                );
-            }
+            let write = |row: &mut [f32]| {
+                for head in 0..c.n_heads {
+                    let kv_head = head / (c.n_heads / c.n_kv_heads);
+                    let at = ctx.cache_offset(layer_index, kv_head, 0);
+                    let cached = at..at + (pos + 1) * c.head_dim;
+                    let query = head * c.head_dim..(head + 1) * c.head_dim;
+                    attend(
+                        self.kernels.level(),
+                        order,
+                        &rows.q[i * q_dim..][query.clone()],
+                        &ctx.keys[cached.clone()],
+                        &ctx.values[cached],
+                        pos,
+                        n_kv,
+                        scratch,
+                        &mut row[query],
+                    );
+                }
+            };
+            // SAFETY: the span's rows belong to this task alone (see `attend_spans`).
+            unsafe { out.produce(rows.first + i, write) };
         }
     }
 

@@ -155,6 +155,8 @@ impl Model {
                 &mut ctx.angles[t * half..(t + 1) * half],
             );
         }
+        // The previous step's last residual is for rows this step has just replaced.
+        ctx.rows.residual = None;
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
             let first = if last_step && layer_index + 1 == c.n_layers {
                 n - 1
@@ -162,6 +164,17 @@ impl Model {
                 0
             };
             self.attention_inputs(executor, layer, &mut ctx.rows, n)?;
+            let rows = &mut ctx.rows;
+            self.gather_qkv(
+                &rows.staged,
+                &rows.staging,
+                0..n,
+                (
+                    &mut rows.q.as_mut_slice()[..n * q_dim],
+                    &mut rows.k.as_mut_slice()[..n * kv_dim],
+                    &mut rows.v.as_mut_slice()[..n * kv_dim],
+                ),
+            );
             for t in 0..n {
                 let angles = &ctx.angles[t * half..(t + 1) * half];
                 for head in ctx.rows.q.as_mut_slice()[t * q_dim..(t + 1) * q_dim]
@@ -212,24 +225,29 @@ impl Model {
     fn logits(&self, executor: &dyn Executor, ctx: &mut Context) -> Result<(), ModelError> {
         let dim = self.config.dim;
         let t = ctx.last_in_batch;
-        let x = &ctx.rows.x.as_slice()[t * dim..(t + 1) * dim];
-        rms_norm(
+        let RowBuffers {
             x,
-            &self.weights.output_norm,
-            self.config.rms_eps,
-            &mut ctx.rows.xn.as_mut_slice()[..dim],
-        );
-        ctx.act_out.load(&ctx.rows.xn.as_slice()[..dim], 1);
-        let head = self.weights.output_head();
+            staging,
+            residual,
+            ..
+        } = &mut ctx.rows;
+        let x = &mut x.as_mut_slice()[t * dim..(t + 1) * dim];
+        if let Some(residual) = residual.take() {
+            residual.add_to(staging, t, x);
+        }
+        let x = &*x;
+        ctx.act_out.load_on(executor, 1, &|_, row| {
+            rms_norm(x, &self.weights.output_norm, self.config.rms_eps, row);
+        });
+        // One vector: its staged outputs are the logits in order, written in place.
         run_products(
             self.kernels,
             executor,
-            &mut [Product {
-                w: head,
+            &[Product {
+                w: self.weights.output_head(),
                 x: &ctx.act_out,
-                out: &mut ctx.logits,
             }],
-            &mut ctx.rows.staging,
+            &mut ctx.logits,
         )?;
         Ok(())
     }

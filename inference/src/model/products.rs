@@ -5,10 +5,13 @@
 //! vector, with the same kernel call per row as a serial product, so the results are
 //! bit-identical to serial whatever the split.
 //!
-//! A block's output must be a region no other task touches. With one activation vector, block
-//! `r0..r1` is `out[r0..r1]` and the kernel writes it in place. With several, the rows of a block
-//! are not contiguous in `out` (`[token][row]`), so each block writes a contiguous staging region
-//! (`[token][row of the block]`) and the caller copies the blocks into place afterwards.
+//! A block's output must be a region no other task touches, and with several activation vectors
+//! the rows of a block are not contiguous in a `[vector][row]` matrix. So every block writes a
+//! contiguous region of a staging buffer, `[vector][row of the block]`, and the outputs stay
+//! there: the phase that consumes them (a per-vector task of the next parallel run, or the
+//! attention of one sequence) reads vector `t`'s values piece by piece through [`Staged`]. No
+//! thread copies them into place between the runs. With one vector, or one block, the staging
+//! is simply `[vector][row]`.
 
 use crate::kernels::{Activations, KernelError, Kernels, PackedMatrix};
 use crate::parallel::{Executor, RowBlocks, TaskIndex};
@@ -18,13 +21,73 @@ use core::sync::atomic::{AtomicBool, Ordering};
 const ROW_GRANULE: usize = 8;
 
 /// Most products one run takes.
-const MAX_PRODUCTS: usize = 3;
+pub const MAX_PRODUCTS: usize = 3;
 
-/// One product: `out[t * w.rows() + r] = w[r] · x[t]` for every row and activation vector.
+/// One product: `w[r] · x[t]` for every row `r` and activation vector `t`.
+#[derive(Clone, Copy)]
 pub struct Product<'a> {
     pub w: &'a PackedMatrix,
     pub x: &'a Activations,
-    pub out: &'a mut [f32],
+}
+
+/// Where one product of a run left its outputs in the staging buffer: block `b` of its row
+/// split (`blocks`) holds `[vector][row of the block]` at `at + vectors * block.start`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Staged {
+    blocks: RowBlocks,
+    at: usize,
+    vectors: usize,
+}
+
+impl Staged {
+    /// No outputs.
+    pub const EMPTY: Self = Self {
+        blocks: RowBlocks::new(0, 1, 1),
+        at: 0,
+        vectors: 0,
+    };
+
+    /// The outputs of vector `t` in row order, as pieces `(first row, values)` (none for a
+    /// vector past the end).
+    pub fn pieces<'s>(
+        &self,
+        staging: &'s [f32],
+        t: usize,
+    ) -> impl Iterator<Item = (usize, &'s [f32])> + 's {
+        let this = *self;
+        let count = if t < this.vectors {
+            this.blocks.count()
+        } else {
+            0
+        };
+        (0..count).map(move |b| {
+            let rows = this.blocks.block(TaskIndex(b));
+            let start = this.at + this.vectors * rows.start + t * rows.len();
+            // In range: `run_products` checked the staging holds every block.
+            let values = staging.get(start..start + rows.len()).unwrap_or(&[]);
+            (rows.start, values)
+        })
+    }
+
+    /// Copies vector `t`'s outputs into `out` (one value per row).
+    pub fn copy_row(&self, staging: &[f32], t: usize, out: &mut [f32]) {
+        for (first, values) in self.pieces(staging, t) {
+            if let Some(out) = out.get_mut(first..first + values.len()) {
+                out.copy_from_slice(values);
+            }
+        }
+    }
+
+    /// Adds vector `t`'s outputs to `x` (one value per row), in place.
+    pub fn add_to_row(&self, staging: &[f32], t: usize, x: &mut [f32]) {
+        for (first, values) in self.pieces(staging, t) {
+            if let Some(x) = x.get_mut(first..first + values.len()) {
+                for (a, &b) in x.iter_mut().zip(values) {
+                    *a += b;
+                }
+            }
+        }
+    }
 }
 
 /// A destination that tasks write in disjoint regions.
@@ -40,96 +103,95 @@ unsafe impl Sync for SharedOut {}
 // SAFETY: as above.
 unsafe impl Send for SharedOut {}
 
-/// Scratch a context needs for [`run_products`]: the staging size for up to `max_batch`
-/// vectors whose products in one run have `rows_per_run` rows in total.
-pub fn staging_len(max_batch: usize, rows_per_run: usize) -> usize {
-    if max_batch > 1 {
-        max_batch * rows_per_run
-    } else {
-        0
+impl SharedOut {
+    /// `len` values from `start`, or `None` past the end.
+    ///
+    /// # Safety
+    /// No other live region obtained from `self` may overlap this one.
+    unsafe fn region<'a>(&self, start: usize, len: usize) -> Option<&'a mut [f32]> {
+        if start.checked_add(len).is_none_or(|end| end > self.len) {
+            return None;
+        }
+        // SAFETY: in bounds (checked above) of the staging buffer, which `run_products` borrows
+        // mutably for the whole run (nothing else touches it) and which outlives every task;
+        // the caller keeps the regions disjoint.
+        Some(unsafe { core::slice::from_raw_parts_mut(self.ptr.add(start), len) })
     }
 }
 
-/// Runs `products` (all over the same number of activation vectors) on `executor`.
+/// Staging a buffer needs for up to `vectors` activation vectors whose products in one run
+/// have `rows_per_run` rows in total.
+pub fn staging_len(vectors: usize, rows_per_run: usize) -> usize {
+    vectors * rows_per_run
+}
+
+/// Runs `products` (at most [`MAX_PRODUCTS`]) on `executor` into `staging`, one after another,
+/// and returns where each one's outputs are (see [`Staged`]).
 pub fn run_products(
     kernels: Kernels,
     executor: &dyn Executor,
-    products: &mut [Product<'_>],
+    products: &[Product<'_>],
     staging: &mut [f32],
-) -> Result<(), KernelError> {
+) -> Result<[Staged; MAX_PRODUCTS], KernelError> {
     let count = products.len().min(MAX_PRODUCTS);
-    let products = &mut products[..count];
-    if executor.workers() <= 1 {
-        for p in products.iter_mut() {
-            kernels.matmul(p.w, p.x, 0..p.w.rows(), p.out, p.w.rows())?;
-        }
-        return Ok(());
-    }
-    let mut blocks = [RowBlocks::new(0, 1, 1); MAX_PRODUCTS];
+    let products = &products[..count];
+    let mut staged = [Staged::EMPTY; MAX_PRODUCTS];
     let mut first_task = [0usize; MAX_PRODUCTS + 1];
-    let mut staged_at = [0usize; MAX_PRODUCTS];
-    let mut destinations = [SharedOut {
-        ptr: core::ptr::null_mut(),
-        len: 0,
-    }; MAX_PRODUCTS];
-    let mut staged_total = 0;
-    for (i, p) in products.iter_mut().enumerate() {
-        let (rows, n) = (p.w.rows(), p.x.n());
-        blocks[i] = RowBlocks::for_workers(rows, ROW_GRANULE, executor);
-        first_task[i + 1] = first_task[i] + blocks[i].count();
-        let needed = n * rows;
-        if n == 1 {
-            if p.out.len() < needed {
-                return Err(KernelError::OutputTooSmall);
-            }
-            destinations[i] = SharedOut {
-                ptr: p.out.as_mut_ptr(),
-                len: needed,
-            };
+    let mut total = 0;
+    for (i, p) in products.iter().enumerate() {
+        let (rows, vectors) = (p.w.rows(), p.x.n());
+        let blocks = if executor.workers() <= 1 {
+            RowBlocks::new(rows, ROW_GRANULE, 1)
         } else {
-            staged_at[i] = staged_total;
-            staged_total += needed;
-            if staging.len() < staged_total || p.out.len() < needed {
-                return Err(KernelError::OutputTooSmall);
-            }
-            destinations[i] = SharedOut {
-                // SAFETY: `staged_at[i] + needed <= staging.len()` was checked just above.
-                ptr: unsafe { staging.as_mut_ptr().add(staged_at[i]) },
-                len: needed,
-            };
+            RowBlocks::for_workers(rows, ROW_GRANULE, executor)
+        };
+        staged[i] = Staged {
+            blocks,
+            at: total,
+            vectors,
+        };
+        first_task[i + 1] = first_task[i] + blocks.count();
+        total += vectors * rows;
+    }
+    if staging.len() < total {
+        return Err(KernelError::OutputTooSmall);
+    }
+    if executor.workers() <= 1 {
+        for (p, staged) in products.iter().zip(&staged) {
+            let rows = p.w.rows();
+            let out = &mut staging[staged.at..staged.at + staged.vectors * rows];
+            kernels.matmul(p.w, p.x, 0..rows, out, rows)?;
         }
+        return Ok(staged);
     }
+    let destination = SharedOut {
+        ptr: staging.as_mut_ptr(),
+        len: total,
+    };
     let failed = AtomicBool::new(false);
-    // The tasks see the inputs only; they reach the outputs through `destinations`.
-    let mut inputs: [Option<(&PackedMatrix, &Activations)>; MAX_PRODUCTS] = [None; MAX_PRODUCTS];
-    for (input, p) in inputs.iter_mut().zip(products.iter()) {
-        *input = Some((p.w, p.x));
-    }
     executor.run(first_task[count], &|task, _worker| {
         let i = (0..count)
             .find(|&i| task.0 < first_task[i + 1])
             .unwrap_or(0);
-        let Some((w, x)) = inputs[i] else {
+        let (Some(p), Some(layout)) = (products.get(i), staged.get(i)) else {
             return;
         };
-        let rows = blocks[i].block(TaskIndex(task.0 - first_task[i]));
+        let rows = layout.blocks.block(TaskIndex(task.0 - first_task[i]));
         if rows.is_empty() {
             return;
         }
-        let n = x.n();
-        let destination = destinations[i];
-        let (start, len) = (n * rows.start, n * rows.len());
-        if start + len > destination.len {
+        let (start, len) = (
+            layout.at + layout.vectors * rows.start,
+            layout.vectors * rows.len(),
+        );
+        // SAFETY: the blocks of one product are disjoint row ranges and the products' regions
+        // follow one another, so the regions `at + vectors * rows` of the tasks are disjoint.
+        let Some(out) = (unsafe { destination.region(start, len) }) else {
             failed.store(true, Ordering::Relaxed);
             return;
-        }
-        // SAFETY: blocks of one product are disjoint row ranges, so the regions
-        // `n * rows.start .. n * rows.end` of its destination are disjoint between tasks and lie
-        // within it (checked above); the destination buffer is borrowed mutably by this function
-        // for the whole run and nothing else reads or writes it meanwhile.
-        let out = unsafe { core::slice::from_raw_parts_mut(destination.ptr.add(start), len) };
+        };
         if kernels
-            .matmul_block(w, x, rows.clone(), out, rows.len())
+            .matmul_block(p.w, p.x, rows.clone(), out, rows.len())
             .is_err()
         {
             failed.store(true, Ordering::Relaxed);
@@ -137,25 +199,12 @@ pub fn run_products(
     });
     if failed.load(Ordering::Relaxed) {
         // The kernels' checks are deterministic: the serial product reports the same error.
-        for p in products.iter_mut() {
-            kernels.matmul(p.w, p.x, 0..p.w.rows(), p.out, p.w.rows())?;
+        for (p, staged) in products.iter().zip(&staged) {
+            let rows = p.w.rows();
+            let out = &mut staging[staged.at..staged.at + staged.vectors * rows];
+            kernels.matmul(p.w, p.x, 0..rows, out, rows)?;
         }
         return Err(KernelError::OutputTooSmall);
     }
-    for (i, p) in products.iter_mut().enumerate() {
-        let (rows, n) = (p.w.rows(), p.x.n());
-        if n == 1 {
-            continue;
-        }
-        let staged = &staging[staged_at[i]..staged_at[i] + n * rows];
-        for b in 0..blocks[i].count() {
-            let block = blocks[i].block(TaskIndex(b));
-            let width = block.len();
-            let region = &staged[n * block.start..n * block.end];
-            for (t, source) in region.chunks_exact(width).enumerate() {
-                p.out[t * rows + block.start..t * rows + block.end].copy_from_slice(source);
-            }
-        }
-    }
-    Ok(())
+    Ok(staged)
 }

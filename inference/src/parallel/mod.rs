@@ -112,10 +112,15 @@ impl RowBlocks {
 
     /// At most `max_blocks` blocks of `rows` rows, each a multiple of `granule` rows (0 is
     /// treated as 1). Never more blocks than granules, never zero blocks unless `rows` is 0.
-    pub fn new(rows: usize, granule: usize, max_blocks: usize) -> Self {
-        let granule = granule.max(1);
+    pub const fn new(rows: usize, granule: usize, max_blocks: usize) -> Self {
+        let granule = if granule == 0 { 1 } else { granule };
         let units = rows.div_ceil(granule);
-        let count = units.min(max_blocks.max(1));
+        let max_blocks = if max_blocks == 0 { 1 } else { max_blocks };
+        let count = if units < max_blocks {
+            units
+        } else {
+            max_blocks
+        };
         Self {
             rows,
             granule,

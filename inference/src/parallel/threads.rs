@@ -24,6 +24,9 @@ use std::vec::Vec;
 /// How long an idle worker spins before parking.
 pub const SPIN_BEFORE_PARK: Duration = Duration::from_micros(200);
 
+/// Pauses (each followed by a look at the board) between two readings of the clock.
+const SPINS_PER_CLOCK_READ: usize = 64;
+
 struct Shared {
     board: Board,
     shutdown: AtomicBool,
@@ -96,7 +99,13 @@ fn worker_loop(shared: &Shared, worker: WorkerIndex) {
             continue;
         }
         if last_work.elapsed() < SPIN_BEFORE_PARK {
-            for _ in 0..64 {
+            // Look at the board after every pause: one `pause` takes ~100 cycles or more on
+            // recent Intel cores, so pausing 64 times between looks made each job wait
+            // microseconds for its second worker — hundreds of times per forward pass.
+            for _ in 0..SPINS_PER_CLOCK_READ {
+                if shared.board.generation() != seen {
+                    break;
+                }
                 std::hint::spin_loop();
             }
         } else {

@@ -315,22 +315,36 @@ fn max_logit(candidates: &[Candidate]) -> f32 {
 }
 
 /// Index of the largest logit, the lowest index on ties; NaN never wins.
+///
+/// Two passes the compiler vectorizes: the largest value (lane-wise maxima over 16 lanes; a
+/// NaN never replaces a lane's value), then the first index holding it. The greedy choice of
+/// every slot runs this over the whole vocabulary each step.
 pub fn argmax(logits: &[f32]) -> Result<u32, SamplerError> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &logit) in logits.iter().enumerate() {
-        if logit.is_nan() {
-            continue;
-        }
-        if best.is_none_or(|(_, b)| logit > b) {
-            best = Some((i, logit));
+    if logits.is_empty() {
+        return Err(SamplerError::NoLogits);
+    }
+    let mut lanes = [f32::NEG_INFINITY; ARGMAX_LANES];
+    let mut chunks = logits.chunks_exact(ARGMAX_LANES);
+    for chunk in &mut chunks {
+        for (lane, &logit) in lanes.iter_mut().zip(chunk) {
+            *lane = if logit > *lane { logit } else { *lane };
         }
     }
-    match best {
-        Some((i, _)) => Ok(i as u32),
-        None if logits.is_empty() => Err(SamplerError::NoLogits),
-        None => Err(SamplerError::NoFiniteLogit),
+    let mut best = f32::NEG_INFINITY;
+    for &value in lanes.iter().chain(chunks.remainder()) {
+        best = if value > best { value } else { best };
     }
+    // `best` is -inf when every logit is NaN or -inf: the first -inf then wins (as the first
+    // non-NaN logit would in a plain scan), and all-NaN finds nothing.
+    logits
+        .iter()
+        .position(|&logit| logit == best)
+        .map(|i| i as u32)
+        .ok_or(SamplerError::NoFiniteLogit)
 }
+
+/// Lanes of [`argmax`]'s first pass (one AVX-512 register of f32).
+const ARGMAX_LANES: usize = 16;
 
 /// Softmax of the candidates' logits into `probabilities`.
 fn softmax(candidates: &[Candidate], probabilities: &mut Vec<f32>) {
@@ -380,6 +394,56 @@ mod tests {
             sampler.sample(&mut [f32::NAN], &[]),
             Err(SamplerError::NoFiniteLogit)
         );
+    }
+
+    /// The plain first-maximum scan `argmax` must agree with.
+    fn argmax_by_scan(logits: &[f32]) -> Option<u32> {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &logit) in logits.iter().enumerate() {
+            if !logit.is_nan() && best.is_none_or(|(_, b)| logit > b) {
+                best = Some((i, logit));
+            }
+        }
+        best.map(|(i, _)| i as u32)
+    }
+
+    #[test]
+    fn argmax_equals_the_first_maximum_scan() {
+        let specials = [
+            f32::NAN,
+            f32::NEG_INFINITY,
+            f32::INFINITY,
+            0.0,
+            -0.0,
+            1.5,
+            -3.0,
+            f32::MAX,
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        for len in [1usize, 2, 15, 16, 17, 31, 33, 100, 1000] {
+            for round in 0..200 {
+                let logits: Vec<f32> = (0..len)
+                    .map(|_| {
+                        state ^= state << 13;
+                        state ^= state >> 7;
+                        state ^= state << 17;
+                        if round % 3 == 0 {
+                            specials[(state % specials.len() as u64) as usize]
+                        } else {
+                            // Few distinct values, so ties are common.
+                            (state % 7) as f32 - 3.0
+                        }
+                    })
+                    .collect();
+                let expected = argmax_by_scan(&logits).ok_or(SamplerError::NoFiniteLogit);
+                assert_eq!(argmax(&logits), expected, "{logits:?}");
+            }
+        }
+        assert_eq!(argmax(&[f32::NAN; 40]), Err(SamplerError::NoFiniteLogit));
+        assert_eq!(argmax(&[f32::NEG_INFINITY; 40]), Ok(0));
+        let mut tail = [f32::NAN; 35];
+        tail[34] = -1.0;
+        assert_eq!(argmax(&tail), Ok(34));
     }
 
     #[test]
