@@ -2,7 +2,7 @@
 //! heap (the enclave) can refuse a configuration that would not fit instead of failing an
 //! allocation later. The figures follow what [`Batcher::new`](super::Batcher::new) and the
 //! model's buffers allocate:
-//! - per slot: the KV cache (keys and values, f32, `layers × kv_dim × capacity` each), the
+//! - per slot: the KV cache (keys and values, f16, `layers × kv_dim × capacity` each), the
 //!   context's one-row buffers, attention scratch and logits, the token history, and the
 //!   sampler's candidate and probability buffers (grown to the vocabulary at the first sample);
 //! - shared: the batch scratch for `slots × prefill_chunk` rows — per-row activations of every
@@ -19,6 +19,8 @@ use crate::quant::ActivationBlock;
 use core::mem::size_of;
 
 const F32: u64 = size_of::<f32>() as u64;
+/// The KV cache holds f16 values (their bits).
+const F16: u64 = size_of::<u16>() as u64;
 /// Elements per quantized activation block.
 const BLOCK: u64 = 32;
 /// Attention keeps this many partial head outputs (`model::attention::AttentionScratch`).
@@ -64,7 +66,7 @@ impl BatcherMemory {
             .layers
             .saturating_mul(c.kv)
             .saturating_mul(capacity)
-            .saturating_mul(F32);
+            .saturating_mul(F16);
         let sampler = c.vocab.saturating_mul(size_of::<(u32, f32)>() as u64 + F32);
         let slot_buffers = row_buffers(&c, 1, 0)
             .saturating_add(activations(1, c.dim))
@@ -149,7 +151,9 @@ impl Dims {
 
 /// A buffer of `len` f32 in whole 64-byte lines.
 fn aligned_f32(len: u64) -> u64 {
-    len.saturating_mul(F32).next_multiple_of(64)
+    len.saturating_mul(F32)
+        .checked_next_multiple_of(64)
+        .unwrap_or(u64::MAX)
 }
 
 /// `Activations` for `rows` vectors of `cols`: the floats and their quantized blocks, and on a
@@ -229,11 +233,11 @@ mod tests {
     }
 
     #[test]
-    fn kv_cache_is_keys_and_values_in_f32() {
+    fn kv_cache_is_keys_and_values_in_f16() {
         let memory = BatcherMemory::of(&smollm2(), &batcher(1, 1024));
-        // 30 layers × 3 KV heads × 64 × 1024 positions × 4 bytes, keys and values.
-        assert_eq!(memory.kv_cache, 30 * 192 * 1024 * 4 * 2);
-        assert_eq!(memory.kv_cache, 45 * MIB);
+        // 30 layers × 3 KV heads × 64 × 1024 positions × 2 bytes, keys and values.
+        assert_eq!(memory.kv_cache, 30 * 192 * 1024 * 2 * 2);
+        assert_eq!(memory.kv_cache, 45 * MIB / 2);
     }
 
     #[test]
@@ -248,15 +252,15 @@ mod tests {
             eight.total() - one.total(),
             7 * (one.kv_cache + one.slot_buffers) + (eight.shared - one.shared)
         );
-        // SmolLM2 with 8 slots of 1024 positions: 360 MiB of KV cache plus the batch rows —
+        // SmolLM2 with 8 slots of 1024 positions: 180 MiB of KV cache plus the batch rows —
         // 4096 of them (8 prefill chunks of 512) at ~59 KiB each (f32 buffers of every layer
         // step, their 8-bit copies, the product staging), up to ~90 MiB more with AVX-512's
         // spread activations.
         let total_mib = eight.total() / MIB;
         let expected = if SimdLevel::Avx512.is_supported() {
-            655..700
+            475..520
         } else {
-            590..610
+            410..430
         };
         assert!(expected.contains(&total_mib), "{total_mib} MiB");
     }

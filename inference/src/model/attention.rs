@@ -10,8 +10,11 @@
 //! The key/value length llama.cpp works over (`n_kv`) is the cache fill after the step rounded up
 //! to 32, capped at the context size; positions past the query's own are masked to probability
 //! 0. It decides where the f64 tail of the decode order starts, so it matters for exactness.
+//!
+//! Keys and values arrive as f16 bits (the cache's storage) and are widened to f32 as they are
+//! loaded; widening is exact, so the arithmetic is the same as over f32 copies.
 
-use super::math::reduce16;
+use super::math::{Fma, reduce16};
 use crate::cpu::SimdLevel;
 
 /// Which of llama.cpp's summation orders to follow.
@@ -40,14 +43,22 @@ fn lanes16(v: &[f32], at: usize) -> &[f32; 16] {
     v[at..at + 16].try_into().unwrap_or(&[0.0; 16])
 }
 
-/// `Σ a[i] * b[i]` of exact products in the order of the given path (see the module docs).
+/// Sixteen f16 values starting at `at`, widened (the caller keeps `at + 16 <= bits.len()`).
 #[inline(always)]
-fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
+fn widened16<F: Fma>(bits: &[u16], at: usize) -> [f32; 16] {
+    let bits: &[u16; 16] = bits[at..at + 16].try_into().unwrap_or(&[0; 16]);
+    bits.map(F::f16_value)
+}
+
+/// `Σ a[i] * b[i]` of exact products in the order of the given path (see the module docs), `b`
+/// given as f16 bits.
+#[inline(always)]
+fn ordered_dot<F: Fma>(order: SumOrder, a: &[f32], b: &[u16]) -> f32 {
     let len = a.len().min(b.len());
     if order == SumOrder::Batch && len.is_multiple_of(16) {
         let mut acc = [0.0f32; 16];
         for start in (0..len).step_by(16) {
-            let (x, y) = (lanes16(a, start), lanes16(b, start));
+            let (x, y) = (lanes16(a, start), widened16::<F>(b, start));
             for l in 0..16 {
                 acc[l] += x[l] * y[l];
             }
@@ -58,7 +69,8 @@ fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [[0.0f32; 16]; 4];
     for start in (0..vector_end).step_by(64) {
         for (j, lanes) in acc.iter_mut().enumerate() {
-            let (x, y) = (lanes16(a, start + 16 * j), lanes16(b, start + 16 * j));
+            let x = lanes16(a, start + 16 * j);
+            let y = widened16::<F>(b, start + 16 * j);
             for l in 0..16 {
                 lanes[l] += x[l] * y[l];
             }
@@ -70,27 +82,27 @@ fn ordered_dot(order: SumOrder, a: &[f32], b: &[f32]) -> f32 {
     }
     let mut sum = f64::from(reduce16(&combined));
     for i in vector_end..len {
-        sum += f64::from(a[i] * b[i]);
+        sum += f64::from(a[i] * F::f16_value(b[i]));
     }
     sum as f32
 }
 
-/// Computes the raw dot products of the (f16-rounded) query with the keys of positions
-/// `0..dots.len()`, each in the order [`ordered_dot`] defines.
+/// Computes the raw dot products of the (f16-rounded) query with the keys (f16 bits) of
+/// positions `0..dots.len()`, each in the order [`ordered_dot`] defines; `F` widens the keys.
 trait Dots {
-    fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]);
+    fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]);
 
     /// The probability-weighted sum of the values ([`weighted_values_reference`]'s contract).
     #[inline(always)]
-    fn weighted_values(
+    fn weighted_values<F: Fma>(
         order: SumOrder,
         probs_f16: &[f32],
-        values: &[f32],
+        values: &[u16],
         lengths: (usize, usize),
         scratch: (&mut [f32], &mut [f64]),
         out: &mut [f32],
     ) {
-        weighted_values_reference(order, probs_f16, values, lengths, scratch, out)
+        weighted_values_reference::<F>(order, probs_f16, values, lengths, scratch, out)
     }
 }
 
@@ -99,10 +111,10 @@ struct PlainDots;
 
 impl Dots for PlainDots {
     #[inline(always)]
-    fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]) {
+    fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]) {
         let head_dim = query.len();
         for (p, dot) in dots.iter_mut().enumerate() {
-            *dot = ordered_dot(order, query, &keys[p * head_dim..(p + 1) * head_dim]);
+            *dot = ordered_dot::<F>(order, query, &keys[p * head_dim..(p + 1) * head_dim]);
         }
     }
 }
@@ -134,17 +146,17 @@ impl AttentionScratch {
     }
 }
 
-/// One query head at position `pos` over `keys`/`values` (`[position][head_dim]`, values already
-/// rounded to f16, at least `pos + 1` positions) into `out` (`head_dim` values); `n_kv` from
-/// [`padded_kv_len`]. The loops are the same at every level; the SIMD levels only let the
-/// compiler use wider registers (the lane-wise arithmetic, and so every bit, is unchanged).
+/// One query head at position `pos` over `keys`/`values` (`[position][head_dim]` f16 bits, at
+/// least `pos + 1` positions) into `out` (`head_dim` values); `n_kv` from [`padded_kv_len`].
+/// The arithmetic is the same at every level; the SIMD levels only use wider registers (the
+/// lane-wise operations, and so every bit, are unchanged).
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     level: SimdLevel,
     order: SumOrder,
     query: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     pos: usize,
     n_kv: usize,
     scratch: &mut AttentionScratch,
@@ -176,8 +188,18 @@ mod wide {
     use super::{
         AttentionScratch, Dots, PlainDots, SumOrder, attend_generic, weighted_values_reference,
     };
-    use crate::model::math::HardFma;
+    use crate::model::math::{Fma, HardFma};
     use core::arch::x86_64::*;
+
+    /// Sixteen f16 values (bits) from `bits`, widened to f32 (exact).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F; `bits` must point at sixteen readable `u16`.
+    #[inline(always)]
+    unsafe fn widened16(bits: *const u16) -> __m512 {
+        // SAFETY: the caller's contract: 32 readable bytes, AVX-512F available.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(bits.cast::<__m256i>())) }
+    }
 
     /// Sixteen positions at a time when the head size is 64 (one 64-element step of the decode
     /// order, or four 16-lane steps of the batch order): the per-lane sums of each position are
@@ -189,9 +211,9 @@ mod wide {
 
     impl Dots for Avx512Dots {
         #[inline(always)]
-        fn dots(order: SumOrder, query: &[f32], keys: &[f32], dots: &mut [f32]) {
+        fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]) {
             if query.len() != 64 {
-                return PlainDots::dots(order, query, keys, dots);
+                return PlainDots::dots::<F>(order, query, keys, dots);
             }
             let whole = dots.len() / 16 * 16;
             for (block, out) in dots[..whole].chunks_exact_mut(16).enumerate() {
@@ -200,20 +222,22 @@ mod wide {
                 // `query` has 64 values, `keys` 16 x 64 and `out` 16.
                 unsafe { dots16_head64(order, query, keys, out) };
             }
-            PlainDots::dots(order, query, &keys[whole * 64..], &mut dots[whole..]);
+            PlainDots::dots::<F>(order, query, &keys[whole * 64..], &mut dots[whole..]);
         }
 
         #[inline(always)]
-        fn weighted_values(
+        fn weighted_values<F: Fma>(
             order: SumOrder,
             probs_f16: &[f32],
-            values: &[f32],
+            values: &[u16],
             lengths: (usize, usize),
             scratch: (&mut [f32], &mut [f64]),
             out: &mut [f32],
         ) {
             if out.len() != 64 {
-                return weighted_values_reference(order, probs_f16, values, lengths, scratch, out);
+                return weighted_values_reference::<F>(
+                    order, probs_f16, values, lengths, scratch, out,
+                );
             }
             // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F; the
             // head is 64 wide, `values` holds `valid` positions of it and `probs_f16` `valid`
@@ -233,7 +257,7 @@ mod wide {
     unsafe fn weighted_head64(
         order: SumOrder,
         probs: &[f32],
-        values: &[f32],
+        values: &[u16],
         (valid, n_kv): (usize, usize),
         out: &mut [f32],
     ) {
@@ -243,8 +267,9 @@ mod wide {
         let summed = valid.min(vector_end);
         let zero = _mm512_setzero_ps();
         let value = |p: usize, j: usize| {
-            // SAFETY: `p < valid`, so `values[64 p + 16 j..][..16]` is inside the slice.
-            unsafe { _mm512_loadu_ps(values[p * 64..p * 64 + 64].as_ptr().add(16 * j)) }
+            // SAFETY: `p < valid`, so `values[64 p + 16 j..][..16]` is inside the slice; the
+            // caller checked AVX-512F.
+            unsafe { widened16(values[p * 64..p * 64 + 64].as_ptr().add(16 * j)) }
         };
         let lane_row = |r: usize| {
             let mut acc = [zero; 4];
@@ -308,12 +333,12 @@ mod wide {
         }
     }
 
-    /// The 16 dot products of `query` (64 values) with 16 consecutive keys (`16 x 64`).
+    /// The 16 dot products of `query` (64 values) with 16 consecutive keys (`16 x 64` f16 bits).
     ///
     /// # Safety
     /// The CPU must have AVX-512F; the slices must have the sizes above.
     #[target_feature(enable = "avx512f")]
-    unsafe fn dots16_head64(order: SumOrder, query: &[f32], keys: &[f32], out: &mut [f32]) {
+    unsafe fn dots16_head64(order: SumOrder, query: &[f32], keys: &[u16], out: &mut [f32]) {
         debug_assert!(query.len() == 64 && keys.len() == 16 * 64 && out.len() == 16);
         let zero = _mm512_setzero_ps();
         // SAFETY: `query` holds 64 f32 (checked by the caller), four unaligned 16-lane loads.
@@ -321,9 +346,8 @@ mod wide {
             core::array::from_fn(|j| unsafe { _mm512_loadu_ps(query.as_ptr().add(16 * j)) });
         let lanes: [__m512; 16] = core::array::from_fn(|i| {
             // SAFETY: key `i` is `keys[64 i..64 i + 64]`, inside the 16 x 64 slice.
-            let k: [__m512; 4] = core::array::from_fn(|j| unsafe {
-                _mm512_loadu_ps(keys.as_ptr().add(64 * i + 16 * j))
-            });
+            let k: [__m512; 4] =
+                core::array::from_fn(|j| unsafe { widened16(keys.as_ptr().add(64 * i + 16 * j)) });
             // Products of f16-rounded values are exact in f32, so the fused form is the
             // reference's `0 + x * y` (and `acc + x * y`) to the bit.
             match order {
@@ -382,8 +406,8 @@ mod wide {
     pub fn attend_avx512(
         order: SumOrder,
         query: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[u16],
+        values: &[u16],
         pos: usize,
         n_kv: usize,
         scratch: &mut AttentionScratch,
@@ -397,8 +421,8 @@ mod wide {
     pub fn attend_avx2(
         order: SumOrder,
         query: &[f32],
-        keys: &[f32],
-        values: &[f32],
+        keys: &[u16],
+        values: &[u16],
         pos: usize,
         n_kv: usize,
         scratch: &mut AttentionScratch,
@@ -413,8 +437,8 @@ mod wide {
 fn attend_generic<F: super::math::Fma, D: Dots>(
     order: SumOrder,
     query: &[f32],
-    keys: &[f32],
-    values: &[f32],
+    keys: &[u16],
+    values: &[u16],
     pos: usize,
     n_kv: usize,
     scratch: &mut AttentionScratch,
@@ -426,7 +450,7 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
         *q16 = F::round_f16(q);
     }
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
-    D::dots(order, &scratch.query, keys, &mut scratch.scores[..valid]);
+    D::dots::<F>(order, &scratch.query, keys, &mut scratch.scores[..valid]);
     let mut max = f32::NEG_INFINITY;
     for w in &mut scratch.scores[..valid] {
         *w *= scale;
@@ -445,7 +469,7 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
     for p in 0..valid {
         scratch.probs_f16[p] = F::round_f16(scratch.probs[p] * inverse);
     }
-    D::weighted_values(
+    D::weighted_values::<F>(
         order,
         &scratch.probs_f16,
         values,
@@ -456,13 +480,13 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
 }
 
 /// `out[d] = Σ_p probs_f16[p] * values[p][d]` over positions `0..valid` in the order of the path
-/// (see the module docs), for any head size; `partial` and `tail_scratch` are the scratch's
-/// lane rows and f64 tail.
+/// (see the module docs), for any head size, the values given as f16 bits (`F` widens them);
+/// `partial` and `tail_scratch` are the scratch's lane rows and f64 tail.
 #[inline(always)]
-fn weighted_values_reference(
+fn weighted_values_reference<F: Fma>(
     order: SumOrder,
     probs_f16: &[f32],
-    values: &[f32],
+    values: &[u16],
     (valid, n_kv): (usize, usize),
     (partial, tail_scratch): (&mut [f32], &mut [f64]),
     out: &mut [f32],
@@ -488,7 +512,7 @@ fn weighted_values_reference(
                 .iter_mut()
                 .zip(&values[p * head_dim..(p + 1) * head_dim])
             {
-                *acc += prob * v;
+                *acc += prob * F::f16_value(v);
             }
         }
     };
@@ -540,7 +564,7 @@ fn weighted_values_reference(
                 .iter_mut()
                 .zip(&values[p * head_dim..(p + 1) * head_dim])
             {
-                *t += f64::from(prob * v);
+                *t += f64::from(prob * F::f16_value(v));
             }
         }
         for (o, &t) in out.iter_mut().zip(tail.iter()) {
@@ -552,6 +576,7 @@ fn weighted_values_reference(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::math::SoftFma;
 
     /// Values exactly representable in f16 (the cache and the rounded query hold only those),
     /// spread over several binades and both signs.
@@ -569,21 +594,29 @@ mod tests {
             .collect()
     }
 
+    /// [`f16_values`] as the cache stores them.
+    fn f16_bits(count: usize, seed: u64) -> alloc::vec::Vec<u16> {
+        f16_values(count, seed)
+            .into_iter()
+            .map(crate::quant::f32_to_f16_bits)
+            .collect()
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn sixteen_position_dots_equal_the_reference_order() {
         if SimdLevel::detect() < SimdLevel::Avx512 {
             return;
         }
-        let keys = f16_values(37 * 64, 11);
+        let keys = f16_bits(37 * 64, 11);
         for seed in 0..20 {
             let query = f16_values(64, 100 + seed);
             for order in [SumOrder::Decode, SumOrder::Batch] {
                 for len in [16, 32, 37] {
                     let mut expected = alloc::vec![0.0f32; len];
                     let mut got = alloc::vec![f32::NAN; len];
-                    PlainDots::dots(order, &query, &keys, &mut expected);
-                    wide::Avx512Dots::dots(order, &query, &keys, &mut got);
+                    PlainDots::dots::<SoftFma>(order, &query, &keys, &mut expected);
+                    wide::Avx512Dots::dots::<SoftFma>(order, &query, &keys, &mut got);
                     for (p, (a, b)) in expected.iter().zip(&got).enumerate() {
                         assert_eq!(a.to_bits(), b.to_bits(), "{order:?} position {p}: {a} {b}");
                     }
@@ -599,8 +632,8 @@ mod tests {
             .filter(|level| crate::cpu::SimdLevel::detect() >= *level)
             .collect();
         for (head_dim, capacity) in [(64, 96), (64, 90), (48, 96)] {
-            let keys = f16_values(capacity * head_dim, 1);
-            let values = f16_values(capacity * head_dim, 2);
+            let keys = f16_bits(capacity * head_dim, 1);
+            let values = f16_bits(capacity * head_dim, 2);
             for (seed, pos) in [(3, 0), (4, 14), (5, 15), (6, 16), (7, 33), (8, 63), (9, 89)] {
                 let query = f16_values(head_dim, seed);
                 for order in [SumOrder::Decode, SumOrder::Batch] {

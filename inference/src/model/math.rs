@@ -8,12 +8,16 @@
 use crate::cpu::SimdLevel;
 use libm::fmaf;
 
-/// The two scalar operations whose fast form needs an instruction-set extension: a fused
-/// multiply-add rounding once, and rounding through f16 (round to nearest even). Both are exact
-/// operations, so every implementation gives the same bits.
+/// The scalar operations whose fast form needs an instruction-set extension: a fused
+/// multiply-add rounding once, and conversions to f16 (round to nearest even) and back. All are
+/// exact operations, so every implementation gives the same bits.
 pub trait Fma {
     fn fma(a: f32, b: f32, c: f32) -> f32;
     fn round_f16(x: f32) -> f32;
+    /// The f16 nearest to `x` (ties to even), as its bits.
+    fn f16_bits(x: f32) -> u16;
+    /// The f32 equal to the f16 with these bits (always exact).
+    fn f16_value(bits: u16) -> f32;
 }
 
 /// Software FMA and f16 conversion (portable).
@@ -28,6 +32,16 @@ impl Fma for SoftFma {
     #[inline(always)]
     fn round_f16(x: f32) -> f32 {
         crate::quant::f16_bits_to_f32(crate::quant::f32_to_f16_bits(x))
+    }
+
+    #[inline(always)]
+    fn f16_bits(x: f32) -> u16 {
+        crate::quant::f32_to_f16_bits(x)
+    }
+
+    #[inline(always)]
+    fn f16_value(bits: u16) -> f32 {
+        crate::quant::f16_bits_to_f32(bits)
     }
 }
 
@@ -51,6 +65,20 @@ impl Fma for HardFma {
         // SAFETY: as for `fma`: only in functions compiled with F16C, which every SIMD level
         // has. Rounding mode 0 is round to nearest even, as in the software conversion.
         unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtps_ph::<0>(_mm_set_ss(x)))) }
+    }
+
+    #[inline(always)]
+    fn f16_bits(x: f32) -> u16 {
+        use core::arch::x86_64::{_mm_cvtps_ph, _mm_cvtsi128_si32, _mm_set_ss};
+        // SAFETY: as in `round_f16` (F16C, rounding mode 0: nearest even).
+        unsafe { _mm_cvtsi128_si32(_mm_cvtps_ph::<0>(_mm_set_ss(x))) as u16 }
+    }
+
+    #[inline(always)]
+    fn f16_value(bits: u16) -> f32 {
+        use core::arch::x86_64::{_mm_cvtph_ps, _mm_cvtsi32_si128, _mm_cvtss_f32};
+        // SAFETY: as in `round_f16` (F16C).
+        unsafe { _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(bits)))) }
     }
 }
 
@@ -125,9 +153,9 @@ fn swiglu_generic<F: Fma>(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn round_f16_slice_generic<F: Fma>(source: &[f32], out: &mut [f32]) {
+fn f16_bits_slice_generic<F: Fma>(source: &[f32], out: &mut [u16]) {
     for (o, &x) in out.iter_mut().zip(source) {
-        *o = F::round_f16(x);
+        *o = F::f16_bits(x);
     }
 }
 
@@ -182,9 +210,23 @@ pub(super) fn softmax_exp_generic<F: Fma>(
 mod hard {
     use super::HardFma;
 
+    /// Eight values per `vcvtps2ph` (rounding mode 0: nearest even), the rest one by one.
     #[target_feature(enable = "fma,avx2,f16c")]
-    pub fn round_f16_slice(source: &[f32], out: &mut [f32]) {
-        super::round_f16_slice_generic::<HardFma>(source, out)
+    pub fn f16_bits_slice(source: &[f32], out: &mut [u16]) {
+        use core::arch::x86_64::{__m128i, _mm_storeu_si128, _mm256_cvtps_ph, _mm256_loadu_ps};
+        let len = source.len().min(out.len());
+        let whole = len / 8 * 8;
+        for (from, to) in source[..whole]
+            .chunks_exact(8)
+            .zip(out[..whole].chunks_exact_mut(8))
+        {
+            // SAFETY: both chunks hold eight elements: 32 bytes read, 16 written.
+            unsafe {
+                let bits = _mm256_cvtps_ph::<0>(_mm256_loadu_ps(from.as_ptr()));
+                _mm_storeu_si128(to.as_mut_ptr().cast::<__m128i>(), bits);
+            }
+        }
+        super::f16_bits_slice_generic::<HardFma>(&source[whole..len], &mut out[whole..len])
     }
 
     #[target_feature(enable = "fma,avx2")]
@@ -221,14 +263,14 @@ impl Math {
         swiglu_generic::<SoftFma>(gate, up, out)
     }
 
-    /// `out[i] = source[i]` rounded through f16.
-    pub fn round_f16_slice(&self, source: &[f32], out: &mut [f32]) {
+    /// `out[i]` = the bits of `source[i]` rounded to f16 (nearest even).
+    pub fn f16_bits_slice(&self, source: &[f32], out: &mut [u16]) {
         #[cfg(target_arch = "x86_64")]
         if self.hardware_fma {
             // SAFETY: every SIMD level includes F16C and FMA (checked when it was selected).
-            return unsafe { hard::round_f16_slice(source, out) };
+            return unsafe { hard::f16_bits_slice(source, out) };
         }
-        round_f16_slice_generic::<SoftFma>(source, out)
+        f16_bits_slice_generic::<SoftFma>(source, out)
     }
 
     pub fn rope(&self, v: &mut [f32], cos_sin: &[(f32, f32)]) {
@@ -291,6 +333,54 @@ mod tests {
         assert_eq!(expf_ggml::<SoftFma>(f32::NEG_INFINITY), 0.0);
         assert_eq!(expf_ggml::<SoftFma>(200.0), f32::INFINITY);
         assert_eq!(expf_ggml::<SoftFma>(0.0), 1.0);
+    }
+
+    /// Ties between neighbouring f16 values go to the even one, at every level (the KV cache
+    /// stores these bits, so a truncating or ties-away conversion would change the output).
+    #[test]
+    fn f16_bits_round_to_nearest_even_at_every_level() {
+        use crate::quant::f16_bits_to_f32;
+        let mut source = std::vec::Vec::new();
+        let mut ties = std::vec::Vec::new();
+        for bits in (0..0x7bffu16).step_by(37) {
+            let (low, high) = (f16_bits_to_f32(bits), f16_bits_to_f32(bits + 1));
+            // Exact in f32: one bit more than an f16 significand.
+            let middle = (low + high) / 2.0;
+            let even = if bits % 2 == 0 { bits } else { bits + 1 };
+            ties.push((source.len(), bits, even));
+            source.extend([middle, -middle, middle.next_down(), middle.next_up(), low]);
+        }
+        source.extend([
+            65519.0,
+            65520.0,
+            1e-9,
+            -0.0,
+            0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]);
+        let levels = [SimdLevel::Scalar, SimdLevel::Avx2]
+            .into_iter()
+            .filter(|level| level.is_supported());
+        for level in levels {
+            let mut bits = std::vec![0u16; source.len()];
+            Math::new(level).f16_bits_slice(&source, &mut bits);
+            for (&x, &b) in source.iter().zip(&bits) {
+                assert_eq!(b, crate::quant::f32_to_f16_bits(x), "{level:?} {x:e}");
+            }
+            for &(at, low, even) in &ties {
+                assert_eq!(bits[at], even, "{level:?} tie {:e}", source[at]);
+                assert_eq!(
+                    bits[at + 1],
+                    even | 0x8000,
+                    "{level:?} tie {:e}",
+                    source[at + 1]
+                );
+                assert_eq!(bits[at + 2], low, "{level:?} below a tie");
+                assert_eq!(bits[at + 3], low + 1, "{level:?} above a tie");
+                assert_eq!(bits[at + 4], low, "{level:?} an f16 value");
+            }
+        }
     }
 
     #[test]
