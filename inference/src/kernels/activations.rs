@@ -5,7 +5,7 @@
 use super::aligned::AlignedF32;
 use super::spread::{BlockTerms, MINIMUM_GROUP, SpreadBlock, spread_blocks};
 use crate::cpu::SimdLevel;
-use crate::parallel::{Disjoint, Executor};
+use crate::parallel::{Disjoint, Executor, Phase, RowBlocks, TaskIndex, WorkerIndex, run_phases};
 use crate::quant::{ActivationBlock, BLOCK, quantize_row_q8};
 use alloc::vec::Vec;
 
@@ -98,20 +98,36 @@ impl Activations {
         n: usize,
         produce: &(dyn Fn(usize, &mut [f32]) + Sync),
     ) -> bool {
-        self.load_with(n, |filler| {
-            executor.run(n, &|task, _worker| {
+        self.load_then(
+            executor,
+            Fill {
+                vectors: n,
+                tasks: n,
                 // SAFETY: task `t` alone produces vector `t`.
-                unsafe { filler.produce(task.0, |row| produce(task.0, row)) };
-            });
-        })
+                task: &|filler, task, _worker| unsafe {
+                    filler.produce(task.0, |row| produce(task.0, row))
+                },
+            },
+            0,
+            &|_, _, _| {},
+        )
     }
 
-    /// [`Self::load`] of `n` vectors that `fill` produces through the [`RowFiller`] it is
-    /// given, each with one [`RowFiller::produce`] call — typically from the tasks of a parallel
-    /// run that does other work too, so the vectors need no run of their own. When `fill`
-    /// returns, the spread form is made. Returns `false` (without calling `fill`) if they do not
-    /// fit.
-    pub fn load_with(&mut self, n: usize, fill: impl FnOnce(&RowFiller<'_>)) -> bool {
+    /// Loads `fill.vectors` vectors and uses them, all in one run of `executor` split into
+    /// phases (see [`run_phases`]): `fill.tasks` tasks produce the vectors through the
+    /// [`RowFiller`] they are given (each vector with exactly one [`RowFiller::produce`] call),
+    /// then tasks over the block columns make the spread form, then `then(activations, i,
+    /// worker)` runs for every `i` in `0..then_tasks` with the loaded activations (the same
+    /// values as [`Self::load`] of the vectors). Returns `false` (running nothing) if they do
+    /// not fit.
+    pub fn load_then(
+        &mut self,
+        executor: &dyn Executor,
+        fill: Fill<'_>,
+        then_tasks: usize,
+        then: &(dyn Fn(&Activations, TaskIndex, WorkerIndex) + Sync),
+    ) -> bool {
+        let n = fill.vectors;
         if n > self.capacity {
             return false;
         }
@@ -122,25 +138,78 @@ impl Activations {
         } else {
             cols / BLOCK
         };
-        fill(&RowFiller {
-            avx2: self.avx2,
-            avx512: self.avx512,
+        let groups = n.div_ceil(MINIMUM_GROUP);
+        let spread_len = groups * per * MINIMUM_GROUP;
+        let spreads = if per > 0 && !self.spread.is_empty() && spread_len <= self.spread.len() {
+            groups * per
+        } else {
+            0
+        };
+        let columns = RowBlocks::for_workers(spreads, 1, executor);
+        // The phases reach the buffers through raw parts: the fill and spread phases write
+        // disjoint parts of them, the last phase reads them through `&self` once every write is
+        // done, which the phase boundaries order (release/acquire).
+        let floats = raw_parts(self.floats.as_mut_slice(), n * cols);
+        let blocks = raw_parts(&mut self.blocks, n * per);
+        let spread = raw_parts(&mut self.spread, spread_len);
+        let terms = raw_parts(&mut self.terms, spreads);
+        let this = &*self;
+        // SAFETY: the parts are within the buffers (`raw_parts` caps them), which outlive the
+        // run; who touches which part when is argued at each use below and in `RowFiller`.
+        let (floats, blocks, spread, terms) = unsafe {
+            (
+                Disjoint::from_raw_parts(floats),
+                Disjoint::from_raw_parts(blocks),
+                Disjoint::from_raw_parts(spread),
+                Disjoint::from_raw_parts(terms),
+            )
+        };
+        let filler = RowFiller {
+            avx2: this.avx2,
+            avx512: this.avx512,
             cols,
             per,
-            floats: Disjoint::new(&mut self.floats.as_mut_slice()[..n * cols]),
-            blocks: Disjoint::new(&mut self.blocks[..n * per]),
-        });
-        if per > 0 && !self.spread.is_empty() {
-            // The spread form exists only when this CPU has AVX-512.
-            spread_blocks(
-                true,
-                &self.blocks[..n * per],
-                n,
-                per,
-                &mut self.spread,
-                &mut self.terms,
-            );
-        }
+            floats,
+            blocks,
+        };
+        let spread_task = |task: TaskIndex, _worker: WorkerIndex| {
+            // SAFETY: the fill phase is over, so nothing writes the blocks any more.
+            let Some(blocks) = (unsafe { filler.blocks.shared(0..n * per) }) else {
+                return;
+            };
+            for item in columns.block(task) {
+                let (group, column) = (item / per, item % per);
+                let at = group * per + column;
+                // SAFETY: every item (group, column) belongs to one task, and its spread
+                // blocks and terms to it alone.
+                let (Some(spread), Some(terms)) = (unsafe {
+                    (
+                        spread.range(at * MINIMUM_GROUP..(at + 1) * MINIMUM_GROUP),
+                        terms.range(at..at + 1),
+                    )
+                }) else {
+                    continue;
+                };
+                spread_column(blocks, n, per, group, column, spread, terms);
+            }
+        };
+        run_phases(
+            executor,
+            &[
+                Phase {
+                    tasks: fill.tasks,
+                    task: &|task, worker| (fill.task)(&filler, task, worker),
+                },
+                Phase {
+                    tasks: columns.count(),
+                    task: &spread_task,
+                },
+                Phase {
+                    tasks: then_tasks,
+                    task: &|task, worker| then(this, task, worker),
+                },
+            ],
+        );
         true
     }
 
@@ -195,7 +264,7 @@ impl Activations {
     }
 }
 
-/// Produces the vectors of one [`Activations::load_with`] call, from any number of threads.
+/// Produces the vectors of one [`Activations::load_then`] call, from any number of threads.
 pub struct RowFiller<'a> {
     avx2: bool,
     avx512: bool,
@@ -224,6 +293,45 @@ impl RowFiller<'_> {
         produce(row);
         quantize(self.avx2, self.avx512, row, out);
     }
+}
+
+/// The start of `items` and `len` (at most its length), as raw parts for [`Disjoint`].
+fn raw_parts<T>(items: &mut [T], len: usize) -> (*mut T, usize) {
+    (items.as_mut_ptr(), len.min(items.len()))
+}
+
+/// How [`Activations::load_then`] produces its vectors: `vectors` of them, by `tasks` calls of
+/// `task(filler, i, worker)`.
+#[derive(Clone, Copy)]
+pub struct Fill<'a> {
+    pub vectors: usize,
+    pub tasks: usize,
+    #[allow(clippy::type_complexity)]
+    pub task: &'a (dyn Fn(&RowFiller<'_>, TaskIndex, WorkerIndex) + Sync),
+}
+
+/// Spreads block column `column` of vector group `group` (the vectors `8 group..` of `blocks`,
+/// `n` vectors of `per` blocks each) into its [`MINIMUM_GROUP`] spread blocks and its terms:
+/// the same values [`spread_blocks`] gives them over all vectors at once, since a group's
+/// column is laid out on its own and missing vectors get the same zero terms.
+fn spread_column(
+    blocks: &[ActivationBlock],
+    n: usize,
+    per: usize,
+    group: usize,
+    column: usize,
+    spread: &mut [SpreadBlock],
+    terms: &mut [BlockTerms],
+) {
+    let vectors = (group * MINIMUM_GROUP..n.min((group + 1) * MINIMUM_GROUP)).len();
+    let mut gathered = [ActivationBlock::default(); MINIMUM_GROUP];
+    for (c, block) in gathered[..vectors].iter_mut().enumerate() {
+        if let Some(source) = blocks.get((group * MINIMUM_GROUP + c) * per + column) {
+            *block = *source;
+        }
+    }
+    // The spread form exists only when this CPU has AVX-512.
+    spread_blocks(true, &gathered[..vectors], vectors, 1, spread, terms);
 }
 
 /// Quantizes `x` into `out` with the widest instructions allowed (the same bits at every level).

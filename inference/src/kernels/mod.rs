@@ -15,7 +15,7 @@ mod packed;
 pub mod scalar;
 mod spread;
 
-pub use activations::{Activations, RowFiller};
+pub use activations::{Activations, Fill, RowFiller};
 pub use aligned::{AlignedBytes, AlignedF32};
 pub use packed::{MatrixSource, PackError, PackedMatrix};
 

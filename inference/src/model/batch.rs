@@ -11,10 +11,10 @@
 use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
 use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
-use super::products::{Product, run_products};
+use super::products::load_and_run_products;
 use super::{Context, Model, ModelError};
-use crate::kernels::{Activations, RowFiller};
-use crate::parallel::{Disjoint, Executor};
+use crate::kernels::{Activations, Fill, RowFiller};
+use crate::parallel::{Disjoint, Executor, TaskIndex, WorkerIndex};
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -116,8 +116,7 @@ impl Model {
         s.rows.residual = None;
         for (layer_index, layer) in self.weights.layers.iter().enumerate() {
             self.attention_inputs(executor, layer, &mut s.rows, rows)?;
-            self.attend_spans(executor, layer_index, s, contexts, spans, rows);
-            self.output_projection(executor, layer, &mut s.rows, 0)?;
+            self.attend_spans(executor, layer_index, s, contexts, spans, rows)?;
             self.feed_forward(executor, layer, &mut s.rows, 0, rows)?;
         }
         self.output_logits(executor, s, contexts, spans)
@@ -136,8 +135,9 @@ impl Model {
         let dim = c.dim;
         let residual = s.rows.residual.take();
         let x = Disjoint::new(s.rows.x.as_mut_slice());
-        let staging = &s.rows.staging[..];
-        s.act_out.load_on(executor, spans.len(), &|i, row| {
+        let sums = &s.rows.sums[..];
+        let normalise = |filler: &RowFiller<'_>, task: TaskIndex, _worker: WorkerIndex| {
+            let i = task.0;
             let Some(last) = spans[..=i]
                 .iter()
                 .map(|span| span.tokens.len())
@@ -146,22 +146,30 @@ impl Model {
             else {
                 return;
             };
-            // SAFETY: every span has its own last row, so task `i` alone touches row `last`.
-            let Some(x_row) = (unsafe { x.range(last * dim..(last + 1) * dim) }) else {
-                return;
-            };
-            if let Some(residual) = residual {
-                residual.add_to(staging, last, x_row);
+            // SAFETY: every span has its own last row, so task `i` alone touches row `last`,
+            // and it alone produces vector `i`.
+            unsafe {
+                let Some(x_row) = x.range(last * dim..(last + 1) * dim) else {
+                    return;
+                };
+                if let Some(residual) = residual {
+                    residual.add_to(sums, last, x_row);
+                }
+                filler.produce(i, |row| {
+                    rms_norm(x_row, &self.weights.output_norm, c.rms_eps, row);
+                });
             }
-            rms_norm(x_row, &self.weights.output_norm, c.rms_eps, row);
-        });
-        let [head, ..] = run_products(
+        };
+        let [head, ..] = load_and_run_products(
             self.kernels,
             executor,
-            &[Product {
-                w: self.weights.output_head(),
-                x: &s.act_out,
-            }],
+            &[self.weights.output_head()],
+            &mut s.act_out,
+            Fill {
+                vectors: spans.len(),
+                tasks: spans.len(),
+                task: &normalise,
+            },
             &mut s.rows.staging,
         )?;
         let staging = &s.rows.staging[..];
@@ -181,8 +189,9 @@ impl Model {
     }
 
     /// RoPE, KV-cache store and attention for every span of the step, one task per span on
-    /// `executor` (each span touches only its own context, rows and scratch); each task also
-    /// quantizes its rows' attention outputs into `act_q`, the output projection's input.
+    /// `executor` (each span touches only its own context, rows and scratch), each task
+    /// quantizing its rows' attention outputs; then, in the same run, the output projection,
+    /// pending for the residual stream.
     fn attend_spans(
         &self,
         executor: &dyn Executor,
@@ -191,7 +200,7 @@ impl Model {
         contexts: &mut [Context],
         spans: &[Span],
         rows: usize,
-    ) {
+    ) -> Result<(), ModelError> {
         let c = &self.config;
         let (q_dim, kv_dim) = (c.q_dim(), c.kv_dim());
         let q = Disjoint::new(s.rows.q.as_mut_slice());
@@ -202,45 +211,58 @@ impl Model {
         let (staged, staging) = (&s.rows.staged, &s.rows.staging[..]);
         let angles = &s.angles[..];
         let half = c.head_dim / 2;
-        s.rows.act_q.load_with(rows, |attention_out| {
-            executor.run(spans.len(), &|task, _worker| {
-                let i = task.0;
-                let span = &spans[i];
-                let first = spans[..i].iter().map(|s| s.tokens.len()).sum::<usize>();
-                let rows = first..first + span.tokens.len();
-                // SAFETY: every task takes a different span: spans name distinct contexts
-                // (checked by `check_batch`), own disjoint row ranges of the step, and task `i`
-                // alone uses scratch `i` (`check_batch` keeps the spans within the scratches).
-                // The buffers outlive the run, which returns when every task has.
-                let (ctx, q, k, v, scratch) = unsafe {
-                    (
-                        contexts.item(span.context),
-                        q.range(rows.start * q_dim..rows.end * q_dim),
-                        k.range(rows.start * kv_dim..rows.end * kv_dim),
-                        v.range(rows.start * kv_dim..rows.end * kv_dim),
-                        scratches.item(i),
-                    )
-                };
-                let (Some(ctx), Some(q), Some(k), Some(v), Some(scratch)) = (ctx, q, k, v, scratch)
-                else {
-                    return;
-                };
-                self.gather_qkv(staged, staging, rows.clone(), (&mut *q, &mut *k, &mut *v));
-                self.attend_span(
-                    layer_index,
-                    ctx,
-                    SpanRows {
-                        q,
-                        k,
-                        v,
-                        angles: &angles[rows.start * half..rows.end * half],
-                        first: rows.start,
-                    },
-                    scratch,
-                    attention_out,
-                );
-            });
-        });
+        let attend = |attention_out: &RowFiller<'_>, task: TaskIndex, _worker: WorkerIndex| {
+            let i = task.0;
+            let span = &spans[i];
+            let first = spans[..i].iter().map(|s| s.tokens.len()).sum::<usize>();
+            let rows = first..first + span.tokens.len();
+            // SAFETY: every task takes a different span: spans name distinct contexts (checked
+            // by `check_batch`), own disjoint row ranges of the step, and task `i` alone uses
+            // scratch `i` (`check_batch` keeps the spans within the scratches). The buffers
+            // outlive the run, which returns when every task has.
+            let (ctx, q, k, v, scratch) = unsafe {
+                (
+                    contexts.item(span.context),
+                    q.range(rows.start * q_dim..rows.end * q_dim),
+                    k.range(rows.start * kv_dim..rows.end * kv_dim),
+                    v.range(rows.start * kv_dim..rows.end * kv_dim),
+                    scratches.item(i),
+                )
+            };
+            let (Some(ctx), Some(q), Some(k), Some(v), Some(scratch)) = (ctx, q, k, v, scratch)
+            else {
+                return;
+            };
+            self.gather_qkv(staged, staging, rows.clone(), (&mut *q, &mut *k, &mut *v));
+            self.attend_span(
+                layer_index,
+                ctx,
+                SpanRows {
+                    q,
+                    k,
+                    v,
+                    angles: &angles[rows.start * half..rows.end * half],
+                    first: rows.start,
+                },
+                scratch,
+                attention_out,
+            );
+        };
+        let fill = Fill {
+            vectors: rows,
+            tasks: spans.len(),
+            task: &attend,
+        };
+        let layer = &self.weights.layers[layer_index];
+        s.rows.residual = Some(self.residual_product(
+            executor,
+            &layer.wo,
+            &mut s.rows.act_q,
+            fill,
+            &mut s.rows.sums,
+            0,
+        )?);
+        Ok(())
     }
 
     /// One span's part of a layer's attention: RoPE on its queries and keys, its keys and values

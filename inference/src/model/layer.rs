@@ -12,12 +12,12 @@
 
 use super::config::LlamaConfig;
 use super::math::rms_norm;
-use super::products::{MAX_PRODUCTS, Product, Staged, run_products};
+use super::products::{MAX_PRODUCTS, Staged, load_and_run_products};
 use super::weights::LayerWeights;
 use super::{Model, ModelError};
 use crate::cpu::SimdLevel;
-use crate::kernels::{Activations, AlignedF32, PackedMatrix};
-use crate::parallel::{Disjoint, Executor};
+use crate::kernels::{Activations, AlignedF32, Fill, PackedMatrix, RowFiller};
+use crate::parallel::{Disjoint, Executor, TaskIndex, WorkerIndex};
 use alloc::vec::Vec;
 use core::ops::Range;
 
@@ -36,16 +36,19 @@ pub(super) struct RowBuffers {
     pub(super) act_ffn: Activations,
     /// Block-major product outputs (see `products`).
     pub(super) staging: Vec<f32>,
+    /// The same for the products that feed the residual stream (output projection, down),
+    /// which stay pending (see [`Residual`]) while the next run fills `staging`.
+    pub(super) sums: Vec<f32>,
     /// Where the latest run of products left each product's outputs in `staging`.
     pub(super) staged: [Staged; MAX_PRODUCTS],
     /// A product not yet added to the residual stream `x`.
     pub(super) residual: Option<Residual>,
 }
 
-/// `x[first + t] += ` output `t` of `staged`, for every vector of `staged`: how the attention
-/// output projection and the feed-forward down product end. It is left to the next phase that
-/// reads those rows of `x`, which adds it inside its per-row tasks; it must happen before the
-/// next run of products reuses the staging buffer.
+/// `x[first + t] += ` output `t` of `staged` (in `sums`), for every vector of `staged`: how the
+/// attention output projection and the feed-forward down product end. It is left to the next
+/// phase that reads those rows of `x`, which adds it inside its per-row tasks, before the next
+/// residual product reuses `sums`.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Residual {
     staged: Staged,
@@ -76,6 +79,7 @@ impl RowBuffers {
             act_q: Activations::with_level(rows, c.q_dim(), level),
             act_ffn: Activations::with_level(rows, c.ffn_dim, level),
             staging: alloc::vec![0.0; staging_len],
+            sums: alloc::vec![0.0; rows * c.dim],
             staged: [Staged::EMPTY; MAX_PRODUCTS],
             residual: None,
         }
@@ -106,41 +110,59 @@ impl Model {
         }
     }
 
-    /// Rows `first..first + m` of `x` with any pending residual added, normalised with
-    /// `norm` into `act_dim` (one task per row; `act_dim` row `t` is `x` row `first + t`).
-    fn load_normalised(
+    /// Rows `first..first + m` of `x` with any pending residual added, normalised with `norm`
+    /// into `act_dim` (one task per row), then the products of `weights` with them into
+    /// `staging`, all in one run.
+    fn normalised_products(
         &self,
         executor: &dyn Executor,
         norm: &[f32],
         b: &mut RowBuffers,
         first: usize,
         m: usize,
-    ) {
+        weights: &[&PackedMatrix],
+    ) -> Result<[Staged; MAX_PRODUCTS], ModelError> {
         let (dim, eps) = (self.config.dim, self.config.rms_eps);
         let residual = b.residual.take();
         let RowBuffers {
             x,
+            sums,
             staging,
             act_dim,
             ..
         } = b;
         let x = Disjoint::new(x.as_mut_slice());
-        let staging = &staging[..];
-        act_dim.load_on(executor, m, &|t, row| {
-            let t = first + t;
-            // SAFETY: task `t` alone touches row `t` of `x`.
-            let Some(x_row) = (unsafe { x.range(t * dim..(t + 1) * dim) }) else {
-                return;
-            };
-            if let Some(residual) = residual {
-                residual.add_to(staging, t, x_row);
+        let sums = &sums[..];
+        let normalise = |filler: &RowFiller<'_>, task: TaskIndex, _worker: WorkerIndex| {
+            let t = first + task.0;
+            // SAFETY: task `t` alone touches row `t` of `x` and produces vector `task`.
+            unsafe {
+                let Some(x_row) = x.range(t * dim..(t + 1) * dim) else {
+                    return;
+                };
+                if let Some(residual) = residual {
+                    residual.add_to(sums, t, x_row);
+                }
+                filler.produce(task.0, |row| rms_norm(x_row, norm, eps, row));
             }
-            rms_norm(x_row, norm, eps, row);
-        });
+        };
+        let fill = Fill {
+            vectors: m,
+            tasks: m,
+            task: &normalise,
+        };
+        Ok(load_and_run_products(
+            self.kernels,
+            executor,
+            weights,
+            act_dim,
+            fill,
+            staging,
+        )?)
     }
 
     /// Attention norm of rows `0..n` of `x` (after any pending residual), quantized, then their
-    /// Q, K and V products (left staged: see [`RowBuffers::gather_qkv`]).
+    /// Q, K and V products (left staged: see [`Self::gather_qkv`]).
     pub(super) fn attention_inputs(
         &self,
         executor: &dyn Executor,
@@ -148,17 +170,13 @@ impl Model {
         b: &mut RowBuffers,
         n: usize,
     ) -> Result<(), ModelError> {
-        self.load_normalised(executor, &layer.attn_norm, b, 0, n);
-        let x = &b.act_dim;
-        b.staged = run_products(
-            self.kernels,
+        b.staged = self.normalised_products(
             executor,
-            &[
-                Product { w: &layer.wq, x },
-                Product { w: &layer.wk, x },
-                Product { w: &layer.wv, x },
-            ],
-            &mut b.staging,
+            &layer.attn_norm,
+            b,
+            0,
+            n,
+            &[&layer.wq, &layer.wk, &layer.wv],
         )?;
         Ok(())
     }
@@ -173,23 +191,30 @@ impl Model {
         n: usize,
     ) -> Result<(), ModelError> {
         let q_dim = self.config.q_dim();
-        let att = b.att.as_slice();
-        b.act_q.load_on(executor, n - first, &|t, row| {
-            row.copy_from_slice(&att[(first + t) * q_dim..(first + t + 1) * q_dim]);
-        });
-        self.output_projection(executor, layer, b, first)
-    }
-
-    /// Output projection of the attention rows already in `act_q` (rows `first..` of the step),
-    /// pending for the same rows of `x`.
-    pub(super) fn output_projection(
-        &self,
-        executor: &dyn Executor,
-        layer: &LayerWeights,
-        b: &mut RowBuffers,
-        first: usize,
-    ) -> Result<(), ModelError> {
-        self.residual_product(executor, &layer.wo, ResidualInput::Attention, b, first)
+        let RowBuffers {
+            att,
+            act_q,
+            sums,
+            residual,
+            ..
+        } = b;
+        let att = att.as_slice();
+        let copy = |filler: &RowFiller<'_>, task: TaskIndex, _worker: WorkerIndex| {
+            let t = first + task.0;
+            // SAFETY: task `t` alone produces vector `task`.
+            unsafe {
+                filler.produce(task.0, |row| {
+                    row.copy_from_slice(&att[t * q_dim..(t + 1) * q_dim])
+                })
+            };
+        };
+        let fill = Fill {
+            vectors: n - first,
+            tasks: n - first,
+            task: &copy,
+        };
+        *residual = Some(self.residual_product(executor, &layer.wo, act_q, fill, sums, first)?);
+        Ok(())
     }
 
     /// Feed-forward block (residual of the attention, norm, gate and up products, SwiGLU, down
@@ -204,19 +229,13 @@ impl Model {
     ) -> Result<(), ModelError> {
         let ffn = self.config.ffn_dim;
         let m = n - first;
-        self.load_normalised(executor, &layer.ffn_norm, b, first, m);
-        let x = &b.act_dim;
-        b.staged = run_products(
-            self.kernels,
+        b.staged = self.normalised_products(
             executor,
-            &[
-                Product {
-                    w: &layer.w_gate,
-                    x,
-                },
-                Product { w: &layer.w_up, x },
-            ],
-            &mut b.staging,
+            &layer.ffn_norm,
+            b,
+            first,
+            m,
+            &[&layer.w_gate, &layer.w_up],
         )?;
         let RowBuffers {
             gate,
@@ -224,6 +243,8 @@ impl Model {
             staging,
             staged,
             act_ffn,
+            sums,
+            residual,
             ..
         } = b;
         let (gate, up) = (
@@ -231,55 +252,42 @@ impl Model {
             Disjoint::new(up.as_mut_slice()),
         );
         let (staging, staged) = (&staging[..], &*staged);
-        act_ffn.load_on(executor, m, &|t, row| {
+        let swiglu = |filler: &RowFiller<'_>, task: TaskIndex, _worker: WorkerIndex| {
+            let t = task.0;
             let range = t * ffn..(t + 1) * ffn;
-            // SAFETY: task `t` alone touches row `t` of `gate` and `up`.
-            let (Some(gate), Some(up)) = (unsafe { gate.range(range.clone()) }, unsafe {
-                up.range(range)
-            }) else {
-                return;
-            };
-            staged[0].copy_row(staging, t, gate);
-            staged[1].copy_row(staging, t, up);
-            self.math.swiglu(gate, up, row);
-        });
-        self.residual_product(
-            executor,
-            &layer.w_down,
-            ResidualInput::FeedForward,
-            b,
-            first,
-        )
+            // SAFETY: task `t` alone touches row `t` of `gate` and `up` and produces vector `t`.
+            unsafe {
+                let (Some(gate), Some(up)) = (gate.range(range.clone()), up.range(range)) else {
+                    return;
+                };
+                staged[0].copy_row(staging, t, gate);
+                staged[1].copy_row(staging, t, up);
+                filler.produce(t, |row| self.math.swiglu(gate, up, row));
+            }
+        };
+        let fill = Fill {
+            vectors: m,
+            tasks: m,
+            task: &swiglu,
+        };
+        *residual =
+            Some(self.residual_product(executor, &layer.w_down, act_ffn, fill, sums, first)?);
+        Ok(())
     }
 
-    /// `w · input`, pending for rows `first..` of `x` (the attention output projection and the
-    /// feed-forward down product end the same way).
-    fn residual_product(
+    /// `w · input`, with `input` produced by `fill` in the same run, into `sums`: pending for
+    /// rows `first..` of `x` (the attention output projection and the feed-forward down product
+    /// end the same way).
+    pub(super) fn residual_product(
         &self,
         executor: &dyn Executor,
         w: &PackedMatrix,
-        input: ResidualInput,
-        b: &mut RowBuffers,
+        input: &mut Activations,
+        fill: Fill<'_>,
+        sums: &mut [f32],
         first: usize,
-    ) -> Result<(), ModelError> {
-        let x = match input {
-            ResidualInput::Attention => &b.act_q,
-            ResidualInput::FeedForward => &b.act_ffn,
-        };
-        b.staged = run_products(self.kernels, executor, &[Product { w, x }], &mut b.staging)?;
-        b.residual = Some(Residual {
-            staged: b.staged[0],
-            first,
-        });
-        Ok(())
+    ) -> Result<Residual, ModelError> {
+        let [staged, ..] = load_and_run_products(self.kernels, executor, &[w], input, fill, sums)?;
+        Ok(Residual { staged, first })
     }
-}
-
-/// The activations a product that feeds the residual stream reads.
-#[derive(Clone, Copy)]
-enum ResidualInput {
-    /// The attention rows (`act_q`), for the output projection.
-    Attention,
-    /// The SwiGLU rows (`act_ffn`), for the down product.
-    FeedForward,
 }

@@ -29,13 +29,13 @@ pub use weights::{LayerWeights, Weights};
 
 use crate::cpu::SimdLevel;
 use crate::gguf::Gguf;
-use crate::kernels::{Activations, Kernels};
-use crate::parallel::{Executor, Serial};
+use crate::kernels::{Activations, Fill, Kernels, RowFiller};
+use crate::parallel::{Executor, Serial, TaskIndex, WorkerIndex};
 use alloc::vec::Vec;
 use attention::{AttentionScratch, attend, padded_kv_len};
 use layer::{RowBuffers, widest_run};
 use math::{Math, rms_norm, rope_angles};
-use products::{Product, run_products, staging_len};
+use products::{load_and_run_products, staging_len};
 
 /// A loaded model: hyper-parameters, packed weights and the kernels that run them.
 #[derive(Debug, Clone)]
@@ -226,27 +226,31 @@ impl Model {
         let dim = self.config.dim;
         let t = ctx.last_in_batch;
         let RowBuffers {
-            x,
-            staging,
-            residual,
-            ..
+            x, sums, residual, ..
         } = &mut ctx.rows;
         let x = &mut x.as_mut_slice()[t * dim..(t + 1) * dim];
         if let Some(residual) = residual.take() {
-            residual.add_to(staging, t, x);
+            residual.add_to(sums, t, x);
         }
         let x = &*x;
-        ctx.act_out.load_on(executor, 1, &|_, row| {
-            rms_norm(x, &self.weights.output_norm, self.config.rms_eps, row);
-        });
+        let normalise = |filler: &RowFiller<'_>, _task: TaskIndex, _worker: WorkerIndex| {
+            let norm = |row: &mut [f32]| {
+                rms_norm(x, &self.weights.output_norm, self.config.rms_eps, row);
+            };
+            // SAFETY: the one task produces the one vector.
+            unsafe { filler.produce(0, norm) };
+        };
         // One vector: its staged outputs are the logits in order, written in place.
-        run_products(
+        load_and_run_products(
             self.kernels,
             executor,
-            &[Product {
-                w: self.weights.output_head(),
-                x: &ctx.act_out,
-            }],
+            &[self.weights.output_head()],
+            &mut ctx.act_out,
+            Fill {
+                vectors: 1,
+                tasks: 1,
+                task: &normalise,
+            },
             &mut ctx.logits,
         )?;
         Ok(())

@@ -13,7 +13,7 @@
 //! thread copies them into place between the runs. With one vector, or one block, the staging
 //! is simply `[vector][row]`.
 
-use crate::kernels::{Activations, KernelError, Kernels, PackedMatrix};
+use crate::kernels::{Activations, Fill, KernelError, Kernels, PackedMatrix};
 use crate::parallel::{Executor, RowBlocks, TaskIndex};
 use core::sync::atomic::{AtomicBool, Ordering};
 
@@ -22,13 +22,6 @@ const ROW_GRANULE: usize = 8;
 
 /// Most products one run takes.
 pub const MAX_PRODUCTS: usize = 3;
-
-/// One product: `w[r] · x[t]` for every row `r` and activation vector `t`.
-#[derive(Clone, Copy)]
-pub struct Product<'a> {
-    pub w: &'a PackedMatrix,
-    pub x: &'a Activations,
-}
 
 /// Where one product of a run left its outputs in the staging buffer: block `b` of its row
 /// split (`blocks`) holds `[vector][row of the block]` at `at + vectors * block.start`.
@@ -104,6 +97,14 @@ unsafe impl Sync for SharedOut {}
 unsafe impl Send for SharedOut {}
 
 impl SharedOut {
+    /// All of `staging`, which the caller borrows mutably for as long as the regions are used.
+    fn of(staging: &mut [f32]) -> Self {
+        Self {
+            ptr: staging.as_mut_ptr(),
+            len: staging.len(),
+        }
+    }
+
     /// `len` values from `start`, or `None` past the end.
     ///
     /// # Safety
@@ -125,58 +126,73 @@ pub fn staging_len(vectors: usize, rows_per_run: usize) -> usize {
     vectors * rows_per_run
 }
 
-/// Runs `products` (at most [`MAX_PRODUCTS`]) on `executor` into `staging`, one after another,
-/// and returns where each one's outputs are (see [`Staged`]).
-pub fn run_products(
-    kernels: Kernels,
-    executor: &dyn Executor,
-    products: &[Product<'_>],
-    staging: &mut [f32],
-) -> Result<[Staged; MAX_PRODUCTS], KernelError> {
-    let count = products.len().min(MAX_PRODUCTS);
-    let products = &products[..count];
-    let mut staged = [Staged::EMPTY; MAX_PRODUCTS];
-    let mut first_task = [0usize; MAX_PRODUCTS + 1];
-    let mut total = 0;
-    for (i, p) in products.iter().enumerate() {
-        let (rows, vectors) = (p.w.rows(), p.x.n());
-        let blocks = if executor.workers() <= 1 {
-            RowBlocks::new(rows, ROW_GRANULE, 1)
-        } else {
-            RowBlocks::for_workers(rows, ROW_GRANULE, executor)
+/// How one run splits its products: each product's row blocks, where its outputs go, and the
+/// tasks that compute them (those of product `i` are `first_task[i]..first_task[i + 1]`).
+struct Plan {
+    staged: [Staged; MAX_PRODUCTS],
+    first_task: [usize; MAX_PRODUCTS + 1],
+    count: usize,
+}
+
+impl Plan {
+    /// The split of `weights` (at most [`MAX_PRODUCTS`]) times `vectors` activation vectors on
+    /// `executor`, into a staging buffer of `staging` values.
+    fn new(
+        weights: &[&PackedMatrix],
+        vectors: usize,
+        executor: &dyn Executor,
+        staging: usize,
+    ) -> Result<Self, KernelError> {
+        let count = weights.len().min(MAX_PRODUCTS);
+        let mut plan = Self {
+            staged: [Staged::EMPTY; MAX_PRODUCTS],
+            first_task: [0; MAX_PRODUCTS + 1],
+            count,
         };
-        staged[i] = Staged {
-            blocks,
-            at: total,
-            vectors,
-        };
-        first_task[i + 1] = first_task[i] + blocks.count();
-        total += vectors * rows;
-    }
-    if staging.len() < total {
-        return Err(KernelError::OutputTooSmall);
-    }
-    if executor.workers() <= 1 {
-        for (p, staged) in products.iter().zip(&staged) {
-            let rows = p.w.rows();
-            let out = &mut staging[staged.at..staged.at + staged.vectors * rows];
-            kernels.matmul(p.w, p.x, 0..rows, out, rows)?;
+        let mut total = 0;
+        for (i, w) in weights[..count].iter().enumerate() {
+            let rows = w.rows();
+            let blocks = if executor.workers() <= 1 {
+                RowBlocks::new(rows, ROW_GRANULE, 1)
+            } else {
+                RowBlocks::for_workers(rows, ROW_GRANULE, executor)
+            };
+            plan.staged[i] = Staged {
+                blocks,
+                at: total,
+                vectors,
+            };
+            plan.first_task[i + 1] = plan.first_task[i] + blocks.count();
+            total += vectors * rows;
         }
-        return Ok(staged);
+        if staging < total {
+            return Err(KernelError::OutputTooSmall);
+        }
+        Ok(plan)
     }
-    let destination = SharedOut {
-        ptr: staging.as_mut_ptr(),
-        len: total,
-    };
-    let failed = AtomicBool::new(false);
-    executor.run(first_task[count], &|task, _worker| {
-        let i = (0..count)
-            .find(|&i| task.0 < first_task[i + 1])
+
+    fn tasks(&self) -> usize {
+        self.first_task[self.count]
+    }
+
+    /// Task `task`: one row block of one product, for every vector of `x`, into its region of
+    /// the staging buffer. Sets `failed` if the kernel refuses the operands.
+    fn task(
+        &self,
+        kernels: Kernels,
+        weights: &[&PackedMatrix],
+        x: &Activations,
+        destination: SharedOut,
+        task: TaskIndex,
+        failed: &AtomicBool,
+    ) {
+        let i = (0..self.count)
+            .find(|&i| task.0 < self.first_task[i + 1])
             .unwrap_or(0);
-        let (Some(p), Some(layout)) = (products.get(i), staged.get(i)) else {
+        let (Some(w), Some(layout)) = (weights.get(i), self.staged.get(i)) else {
             return;
         };
-        let rows = layout.blocks.block(TaskIndex(task.0 - first_task[i]));
+        let rows = layout.blocks.block(TaskIndex(task.0 - self.first_task[i]));
         if rows.is_empty() {
             return;
         }
@@ -191,20 +207,59 @@ pub fn run_products(
             return;
         };
         if kernels
-            .matmul_block(p.w, p.x, rows.clone(), out, rows.len())
+            .matmul_block(w, x, rows.clone(), out, rows.len())
             .is_err()
         {
             failed.store(true, Ordering::Relaxed);
         }
-    });
-    if failed.load(Ordering::Relaxed) {
-        // The kernels' checks are deterministic: the serial product reports the same error.
-        for (p, staged) in products.iter().zip(&staged) {
-            let rows = p.w.rows();
-            let out = &mut staging[staged.at..staged.at + staged.vectors * rows];
-            kernels.matmul(p.w, p.x, 0..rows, out, rows)?;
+    }
+
+    /// After a task failed: the same products serially, which report the kernels' error (their
+    /// checks are deterministic).
+    fn error(
+        &self,
+        kernels: Kernels,
+        weights: &[&PackedMatrix],
+        x: &Activations,
+        staging: &mut [f32],
+    ) -> KernelError {
+        for (w, staged) in weights.iter().zip(&self.staged[..self.count]) {
+            let rows = w.rows();
+            let Some(out) = staging.get_mut(staged.at..staged.at + staged.vectors * rows) else {
+                return KernelError::OutputTooSmall;
+            };
+            if let Err(error) = kernels.matmul(w, x, 0..rows, out, rows) {
+                return error;
+            }
         }
+        KernelError::OutputTooSmall
+    }
+}
+
+/// Runs the products of `weights` (at most [`MAX_PRODUCTS`]) with activations that `fill`
+/// produces first, in the same run of `executor` (see [`Activations::load_then`]: no
+/// synchronisation between making the vectors and using them other than waiting for the last
+/// of them), into `staging`, one after another, and returns where each one's outputs are (see
+/// [`Staged`]).
+pub fn load_and_run_products(
+    kernels: Kernels,
+    executor: &dyn Executor,
+    weights: &[&PackedMatrix],
+    x: &mut Activations,
+    fill: Fill<'_>,
+    staging: &mut [f32],
+) -> Result<[Staged; MAX_PRODUCTS], KernelError> {
+    let plan = Plan::new(weights, fill.vectors, executor, staging.len())?;
+    let destination = SharedOut::of(staging);
+    let failed = AtomicBool::new(false);
+    let loaded = x.load_then(executor, fill, plan.tasks(), &|x, task, _worker| {
+        plan.task(kernels, weights, x, destination, task, &failed);
+    });
+    if !loaded {
         return Err(KernelError::OutputTooSmall);
     }
-    Ok(staged)
+    if failed.load(Ordering::Relaxed) {
+        return Err(plan.error(kernels, weights, x, staging));
+    }
+    Ok(plan.staged)
 }

@@ -24,6 +24,37 @@ impl<'a, T> Disjoint<'a, T> {
         }
     }
 
+    /// The `len` items from `ptr` (raw parts of a buffer that outlives `'a`), for phases of one
+    /// run that reach a buffer the caller also reads through a shared borrow (at other times).
+    ///
+    /// # Safety
+    /// `ptr..ptr + len` must be valid for reads and writes during `'a`, and nothing may access
+    /// a part while a task holds it from [`Self::range`] / [`Self::item`] (or write it while a
+    /// task holds it from [`Self::shared`]).
+    pub(crate) unsafe fn from_raw_parts((ptr, len): (*mut T, usize)) -> Self {
+        Self {
+            ptr,
+            len,
+            borrow: PhantomData,
+        }
+    }
+
+    /// Items `range` shared, or `None` past the end.
+    ///
+    /// # Safety
+    /// No live part obtained from `self` through [`Self::range`] / [`Self::item`] may overlap
+    /// `range` while this one is used.
+    pub(crate) unsafe fn shared(&self, range: Range<usize>) -> Option<&'a [T]> {
+        if range.start > range.end || range.end > self.len {
+            return None;
+        }
+        // SAFETY: in bounds of the buffer, which outlives `'a`; the caller guarantees nothing
+        // writes these items meanwhile.
+        Some(unsafe {
+            core::slice::from_raw_parts(self.ptr.add(range.start), range.end - range.start)
+        })
+    }
+
     /// Items `range`, or `None` past the end.
     ///
     /// # Safety

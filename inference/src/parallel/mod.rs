@@ -33,6 +33,7 @@
 
 pub mod board;
 mod disjoint;
+mod phases;
 #[cfg(any(test, feature = "std"))]
 mod threads;
 
@@ -40,6 +41,7 @@ mod threads;
 pub use threads::ThreadPool;
 
 pub(crate) use disjoint::Disjoint;
+pub use phases::{MAX_PHASES, Phase, run_phases};
 
 use core::ops::Range;
 
@@ -57,9 +59,12 @@ pub trait Executor: Sync {
     /// scratch with it.
     fn workers(&self) -> usize;
 
-    /// Calls `task(TaskIndex(i), worker)` once for every `i` in `0..tasks`, in any order and on
-    /// any workers, and returns when every call has returned (their writes are then visible to
-    /// the caller).
+    /// Calls `task(TaskIndex(i), worker)` once for every `i` in `0..tasks`, on any workers, and
+    /// returns when every call has returned (their writes are then visible to the caller).
+    ///
+    /// Tasks are *started* in index order: a worker takes the lowest index not yet taken (calls
+    /// may still overlap and finish in any order). [`run_phases`] relies on it: a task may wait
+    /// for tasks of lower indices.
     fn run(&self, tasks: usize, task: &(dyn Fn(TaskIndex, WorkerIndex) + Sync));
 
     /// Runs `task` over the blocks of `blocks` (see [`RowBlocks`]): `task(rows, worker)`.
