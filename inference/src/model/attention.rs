@@ -47,7 +47,13 @@ fn lanes16(v: &[f32], at: usize) -> &[f32; 16] {
 #[inline(always)]
 fn widened16<F: Fma>(bits: &[u16], at: usize) -> [f32; 16] {
     let bits: &[u16; 16] = bits[at..at + 16].try_into().unwrap_or(&[0; 16]);
-    bits.map(F::f16_value)
+    // A plain loop: `array::map` would run the conversion in a function compiled without the
+    // SIMD level's target features, one call per element.
+    let mut wide = [0.0f32; 16];
+    for (w, &b) in wide.iter_mut().zip(bits) {
+        *w = F::f16_value(b);
+    }
+    wide
 }
 
 /// `Σ a[i] * b[i]` of exact products in the order of the given path (see the module docs), `b`
@@ -499,12 +505,16 @@ fn weighted_values_reference<F: Fma>(
     let lanes = if batch_order { 16 } else { 64 };
     let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
     let summed = valid.min(vector_end);
+    /// A lane row's first position, the end of the summed positions, the step between them.
+    type Lane = (usize, usize, usize);
     // Lane row `r` (the accumulator lane position `p` lands in, `p % lanes`) is the sum of
     // `prob * v` over its positions in order, from +0; each is built in a scratch row just
-    // before it is combined, so no `lanes x head_dim` buffer is written and read back.
-    let (rows, combined) = partial.split_at_mut(64 * head_dim);
-    let probs = probs_f16;
-    let lane_row = |r: usize, into: &mut [f32]| {
+    // before it is combined, so no `lanes x head_dim` buffer is written and read back. A
+    // function, not a closure: a closure would not inherit the SIMD level's target features,
+    // and the f16 conversion would become a call per element.
+    #[inline(always)]
+    fn lane_row<F: Fma>(values: &[u16], probs: &[f32], (r, summed, lanes): Lane, into: &mut [f32]) {
+        let head_dim = into.len();
         into.fill(0.0);
         for p in (r..summed).step_by(lanes) {
             let prob = probs[p];
@@ -515,11 +525,13 @@ fn weighted_values_reference<F: Fma>(
                 *acc += prob * F::f16_value(v);
             }
         }
-    };
+    }
+    let (rows, combined) = partial.split_at_mut(64 * head_dim);
+    let (probs, lane) = (probs_f16, |r: usize| (r, summed, lanes));
     let combined = &mut combined[..16 * head_dim];
     if batch_order {
         for (l, out) in combined.chunks_exact_mut(head_dim).enumerate() {
-            lane_row(l, out);
+            lane_row::<F>(values, probs, lane(l), out);
         }
     } else {
         // Lane l of accumulator j is lane row 16 j + l: (0 + 2) + (1 + 3) per lane.
@@ -528,10 +540,10 @@ fn weighted_values_reference<F: Fma>(
         let (c, rest) = rest.split_at_mut(head_dim);
         let d = &mut rest[..head_dim];
         for (l, out) in combined.chunks_exact_mut(head_dim).enumerate() {
-            lane_row(l, a);
-            lane_row(32 + l, b);
-            lane_row(16 + l, c);
-            lane_row(48 + l, d);
+            lane_row::<F>(values, probs, lane(l), a);
+            lane_row::<F>(values, probs, lane(32 + l), b);
+            lane_row::<F>(values, probs, lane(16 + l), c);
+            lane_row::<F>(values, probs, lane(48 + l), d);
             for i in 0..head_dim {
                 out[i] = (a[i] + b[i]) + (c[i] + d[i]);
             }
