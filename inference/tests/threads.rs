@@ -1,6 +1,8 @@
 //! The forward pass split across threads gives the same logits, bit for bit, as on one thread:
 //! on a tiny generated model (Q8_0 matrices, rows not a multiple of the split) and on the
-//! default model's reference prompt; and the batcher's steps (attention split by slot) likewise.
+//! default model's reference prompt; and the batcher's steps (attention split by slot, product
+//! inputs made in the same run as the products) likewise, on the tiny model and with eight
+//! slots of the default model.
 
 mod support;
 #[path = "support/tiny_q8.rs"]
@@ -82,17 +84,35 @@ fn default_model_two_threads_equal_one() {
 /// Every slot's logits after each batched step, bit for bit, with `slots` busy slots fed prompts
 /// of different lengths (prefill chunks and decode rows mixed in steps), greedy.
 fn batched_logits(model: &Model, executor: &dyn Executor, slots: usize) -> Vec<Vec<u32>> {
+    let prompts: Vec<Vec<u32>> = (0..slots as u32)
+        .map(|slot| {
+            (0..3 + 5 * slot)
+                .map(|j| (j * 29 + slot * 11 + 3) % VOCAB as u32)
+                .collect()
+        })
+        .collect();
     let config = BatcherConfig {
         slots,
         capacity: 96,
         prefill_chunk: 8,
     };
+    batched_logits_of(model, executor, &prompts, config, 10)
+}
+
+/// Every slot's logits after each batched step, bit for bit (with the slot and the greedy token),
+/// for one request per prompt producing `max_tokens` tokens.
+fn batched_logits_of(
+    model: &Model,
+    executor: &dyn Executor,
+    prompts: &[Vec<u32>],
+    config: BatcherConfig,
+    max_tokens: usize,
+) -> Vec<Vec<u32>> {
     let mut batcher = Batcher::new(model, config);
-    for slot in 0..slots as u32 {
-        let prompt: Vec<u32> = (0..3 + 5 * slot)
-            .map(|j| (j * 29 + slot * 11 + 3) % VOCAB as u32)
-            .collect();
-        batcher.start(&prompt, 10, SamplerConfig::greedy()).unwrap();
+    for prompt in prompts {
+        batcher
+            .start(prompt, max_tokens, SamplerConfig::greedy())
+            .unwrap();
     }
     let mut bits = Vec::new();
     while batcher.busy() > 0 {
@@ -129,4 +149,32 @@ fn tiny_model_batched_steps_on_threads_equal_serial() {
             );
         }
     }
+}
+
+#[test]
+fn default_model_eight_slots_on_two_threads_equal_serial() {
+    let model = support::default_model();
+    let json = support::llama_cpp_reference();
+    let chats: Vec<Vec<u32>> = json["chat"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|chat| support::token_ids(&chat["prompt_ids"]))
+        .collect();
+    // Eight prompts of different lengths: the reference prompts and cut-down copies of them.
+    let prompts: Vec<Vec<u32>> = (0..8)
+        .map(|i| {
+            let chat = &chats[i % chats.len()];
+            chat[..chat.len() - (i / chats.len()) * 3].to_vec()
+        })
+        .collect();
+    let config = BatcherConfig {
+        slots: 8,
+        capacity: 256,
+        prefill_chunk: 16,
+    };
+    let serial = batched_logits_of(&model, &Serial, &prompts, config, 4);
+    let pool = ThreadPool::new(2).unwrap();
+    assert!(batched_logits_of(&model, &pool, &prompts, config, 4) == serial);
+    assert_eq!(serial.len(), 8 * 4);
 }
