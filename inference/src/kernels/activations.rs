@@ -145,7 +145,9 @@ impl Activations {
         } else {
             0
         };
-        let columns = RowBlocks::for_workers(spreads, 1, executor);
+        // One task per group of vectors: a decode step's group is spread by one worker (it is
+        // too little work to share), a prompt's groups by all.
+        let group_split = RowBlocks::for_workers(spreads / per.max(1), 1, executor);
         // The phases reach the buffers through raw parts: the fill and spread phases write
         // disjoint parts of them, the last phase reads them through `&self` once every write is
         // done, which the phase boundaries order (release/acquire).
@@ -177,20 +179,25 @@ impl Activations {
             let Some(blocks) = (unsafe { filler.blocks.shared(0..n * per) }) else {
                 return;
             };
-            for item in columns.block(task) {
-                let (group, column) = (item / per, item % per);
-                let at = group * per + column;
-                // SAFETY: every item (group, column) belongs to one task, and its spread
-                // blocks and terms to it alone.
+            for group in group_split.block(task) {
+                let at = group * per;
+                // SAFETY: every group belongs to one task, and its spread blocks and terms to it
+                // alone.
                 let (Some(spread), Some(terms)) = (unsafe {
                     (
-                        spread.range(at * MINIMUM_GROUP..(at + 1) * MINIMUM_GROUP),
-                        terms.range(at..at + 1),
+                        spread.range(at * MINIMUM_GROUP..(at + per) * MINIMUM_GROUP),
+                        terms.range(at..at + per),
                     )
                 }) else {
                     continue;
                 };
-                spread_column(blocks, n, per, group, column, spread, terms);
+                let first = group * MINIMUM_GROUP;
+                let vectors = (first..n.min(first + MINIMUM_GROUP)).len();
+                // The group's vectors lie one after another; the spread form exists only when
+                // this CPU has AVX-512.
+                if let Some(group_blocks) = blocks.get(first * per..(first + vectors) * per) {
+                    spread_blocks(true, group_blocks, vectors, per, spread, terms);
+                }
             }
         };
         run_phases(
@@ -201,7 +208,7 @@ impl Activations {
                     task: &|task, worker| (fill.task)(&filler, task, worker),
                 },
                 Phase {
-                    tasks: columns.count(),
+                    tasks: group_split.count(),
                     task: &spread_task,
                 },
                 Phase {
@@ -308,30 +315,6 @@ pub struct Fill<'a> {
     pub tasks: usize,
     #[allow(clippy::type_complexity)]
     pub task: &'a (dyn Fn(&RowFiller<'_>, TaskIndex, WorkerIndex) + Sync),
-}
-
-/// Spreads block column `column` of vector group `group` (the vectors `8 group..` of `blocks`,
-/// `n` vectors of `per` blocks each) into its [`MINIMUM_GROUP`] spread blocks and its terms:
-/// the same values [`spread_blocks`] gives them over all vectors at once, since a group's
-/// column is laid out on its own and missing vectors get the same zero terms.
-fn spread_column(
-    blocks: &[ActivationBlock],
-    n: usize,
-    per: usize,
-    group: usize,
-    column: usize,
-    spread: &mut [SpreadBlock],
-    terms: &mut [BlockTerms],
-) {
-    let vectors = (group * MINIMUM_GROUP..n.min((group + 1) * MINIMUM_GROUP)).len();
-    let mut gathered = [ActivationBlock::default(); MINIMUM_GROUP];
-    for (c, block) in gathered[..vectors].iter_mut().enumerate() {
-        if let Some(source) = blocks.get((group * MINIMUM_GROUP + c) * per + column) {
-            *block = *source;
-        }
-    }
-    // The spread form exists only when this CPU has AVX-512.
-    spread_blocks(true, &gathered[..vectors], vectors, 1, spread, terms);
 }
 
 /// Quantizes `x` into `out` with the widest instructions allowed (the same bits at every level).

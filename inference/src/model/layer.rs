@@ -260,8 +260,15 @@ impl Model {
                 let (Some(gate), Some(up)) = (gate.range(range.clone()), up.range(range)) else {
                     return;
                 };
-                staged[0].copy_row(staging, t, gate);
-                staged[1].copy_row(staging, t, up);
+                // Gathered only when the products were split into several blocks.
+                let gate = staged[0].row(staging, t).unwrap_or_else(|| {
+                    staged[0].copy_row(staging, t, gate);
+                    gate
+                });
+                let up = staged[1].row(staging, t).unwrap_or_else(|| {
+                    staged[1].copy_row(staging, t, up);
+                    up
+                });
                 filler.produce(t, |row| self.math.swiglu(gate, up, row));
             }
         };

@@ -62,6 +62,19 @@ impl Staged {
         })
     }
 
+    /// Vector `t`'s outputs when they lie in one piece (one block — a single worker — or one
+    /// vector), else `None`.
+    pub fn row<'s>(&self, staging: &'s [f32], t: usize) -> Option<&'s [f32]> {
+        let count = self.blocks.count();
+        if t >= self.vectors || count == 0 || (count > 1 && self.vectors > 1) {
+            return None;
+        }
+        // One block is `[vector][row]`; with one vector the blocks follow one another.
+        let rows = self.blocks.block(TaskIndex(count - 1)).end;
+        let start = self.at + t * rows;
+        staging.get(start..start + rows)
+    }
+
     /// Copies vector `t`'s outputs into `out` (one value per row).
     pub fn copy_row(&self, staging: &[f32], t: usize, out: &mut [f32]) {
         for (first, values) in self.pieces(staging, t) {
