@@ -291,10 +291,12 @@ impl RowFiller<'_> {
         let (cols, per) = (self.cols, self.per);
         // SAFETY: vector `t`'s floats and blocks are reached only by the calls for `t`, which
         // the caller keeps from overlapping.
-        let (Some(row), Some(out)) = (
-            unsafe { self.floats.range(t * cols..(t + 1) * cols) },
-            unsafe { self.blocks.range(t * per..(t + 1) * per) },
-        ) else {
+        let (Some(row), Some(out)) = (unsafe {
+            (
+                self.floats.range(t * cols..(t + 1) * cols),
+                self.blocks.range(t * per..(t + 1) * per),
+            )
+        }) else {
             return;
         };
         produce(row);
