@@ -3,31 +3,13 @@
 
 mod support;
 
-use serde_json::Value;
 use std::sync::OnceLock;
 use ward_inference::chat::{ChatMessage, ChatTemplate};
 use ward_inference::gguf::Gguf;
 use ward_inference::sampler::{Rng, StopCheck, StopStrings};
 use ward_inference::tokenizer::{PreTokenizer, TokenType, Tokenizer};
 
-const REFERENCE: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../testdata/llama-cpp-reference/llama_cpp_reference.json"
-);
-
-fn reference() -> Value {
-    let text = std::fs::read_to_string(REFERENCE).expect("read the llama.cpp reference file");
-    serde_json::from_str(&text).expect("reference file is JSON")
-}
-
-fn ids(value: &Value) -> Vec<u32> {
-    value
-        .as_array()
-        .expect("an array of ids")
-        .iter()
-        .map(|id| u32::try_from(id.as_u64().expect("an id")).expect("id fits u32"))
-        .collect()
-}
+use support::{llama_cpp_reference as reference, token_ids as ids};
 
 /// The default model's bytes, read once for all tests.
 fn model() -> &'static [u8] {
