@@ -82,6 +82,19 @@ impl PrefetchPace {
         }
     }
 
+    /// Prefetches what the first pass of a call reads before its own prefetches reach it
+    /// (they run `ahead` blocks of the stream in front of it): without this, every row block a
+    /// task starts on waits on memory for its first blocks, which made splitting products
+    /// finer than two blocks per worker cost more than it evened out.
+    fn warm_up(&self, data: &[u8]) {
+        let end = (self.start + self.ahead * self.per_block).min(data.len());
+        let first = self.start.min(end);
+        for line in (first..end).step_by(64) {
+            // SAFETY: `line < data.len()`; a prefetch reads nothing architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(data.as_ptr().add(line).cast()) };
+        }
+    }
+
     /// The address to prefetch while reading block `b` (it may lie past the matrix: a
     /// prefetch never faults, and only the address is computed).
     fn address(&self, data: &[u8], b: usize) -> *const u8 {
@@ -120,6 +133,7 @@ pub unsafe fn matmul(
     } else {
         PAIRS_BATCH
     };
+    PrefetchPace::new(w, first_pair, wanted.min(end_pair - first_pair)).warm_up(w.quant_data());
     let mut pair = first_pair;
     while pair < end_pair {
         let pairs = if end_pair - pair >= wanted { wanted } else { 1 };
