@@ -113,6 +113,8 @@ struct Dims {
     kv: u64,
     ffn: u64,
     head: u64,
+    /// Query heads per KV head: the attention scratch holds a group's rows.
+    group: u64,
     vocab: u64,
     /// The widest run of products per row (Q/K/V together, gate/up together, or `dim`):
     /// `model::layer::widest_run`.
@@ -134,6 +136,7 @@ impl Dims {
             kv,
             ffn,
             head: c.head_dim as u64,
+            group: c.n_heads.checked_div(c.n_kv_heads).unwrap_or(1) as u64,
             vocab: c.vocab_size as u64,
             widest_run: (q.saturating_add(kv.saturating_mul(2)))
                 .max(ffn.saturating_mul(2))
@@ -151,7 +154,7 @@ fn context_buffers(c: &Dims, capacity: u64) -> u64 {
         // angles
         .saturating_add(angles(1, c.head))
         // scratch
-        .saturating_add(attention_scratch(capacity, c.head))
+        .saturating_add(attention_scratch(capacity, c.head, c.group))
         // logits
         .saturating_add(c.vocab.saturating_mul(F32))
 }
@@ -177,7 +180,7 @@ fn slot_state(c: &Dims, capacity: u64) -> u64 {
 /// `Model::new_batch_scratch` for `rows` rows of up to `spans` spans, with `staging` f32 of
 /// product staging.
 fn batch_scratch(c: &Dims, rows: u64, spans: u64, capacity: u64, staging: u64) -> u64 {
-    let one_attention = attention_scratch(capacity, c.head)
+    let one_attention = attention_scratch(capacity, c.head, c.group)
         .saturating_add(ATTENTION_SCRATCH_VECS.saturating_mul(size_of::<Vec<f32>>() as u64));
     // rows
     row_buffers(c, rows, staging)
@@ -276,12 +279,17 @@ fn largest_row_buffer(c: &Dims, rows: u64) -> u64 {
     floats.max(spread)
 }
 
-/// `model::attention::AttentionScratch::new(capacity, head)`: query, scores, probabilities
-/// (f32 and f16 rounded), partial outputs, and the f64 tail.
-fn attention_scratch(capacity: u64, head: u64) -> u64 {
+/// `model::attention::AttentionScratch::for_group(capacity, head, group)`: the group's queries,
+/// its scores and f16-rounded probabilities, one head's probabilities, one head's partial
+/// outputs, and the f64 tail.
+fn attention_scratch(capacity: u64, head: u64, group: u64) -> u64 {
     let f32s = capacity
-        .saturating_mul(3)
-        .saturating_add((1 + ATTENTION_PARTIALS).saturating_mul(head));
+        .saturating_mul(group.saturating_mul(2).saturating_add(1))
+        .saturating_add(
+            group
+                .saturating_add(ATTENTION_PARTIALS)
+                .saturating_mul(head),
+        );
     f32s.saturating_mul(F32)
         .saturating_add(head.saturating_mul(size_of::<f64>() as u64))
 }

@@ -93,69 +93,124 @@ fn ordered_dot<F: Fma>(order: SumOrder, a: &[f32], b: &[u16]) -> f32 {
     sum as f32
 }
 
-/// Computes the raw dot products of the (f16-rounded) query with the keys (f16 bits) of
-/// positions `0..dots.len()`, each in the order [`ordered_dot`] defines; `F` widens the keys.
-trait Dots {
-    fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]);
+/// Where a group's per-head rows sit: `heads` query heads of `head_dim` values, and per head a
+/// row of `stride` scores or probabilities (the context's capacity) in the scratch.
+#[derive(Debug, Clone, Copy)]
+struct Shape {
+    heads: usize,
+    head_dim: usize,
+    stride: usize,
+}
 
-    /// The probability-weighted sum of the values ([`weighted_values_reference`]'s contract).
+/// The raw dot products of each (f16-rounded) query of a group with the keys (f16 bits) of
+/// positions `0..valid`, each in the order [`ordered_dot`] defines, and the probability-weighted
+/// sums of the values; `F` widens the keys and values. By default one head at a time.
+trait Dots {
+    /// Head `h`'s products (its query is `queries[h * head_dim..][..head_dim]`) into
+    /// `scores[h * stride..][..valid]`.
+    #[inline(always)]
+    fn dots<F: Fma>(
+        order: SumOrder,
+        shape: Shape,
+        queries: &[f32],
+        keys: &[u16],
+        valid: usize,
+        scores: &mut [f32],
+    ) {
+        for (query, scores) in queries
+            .chunks_exact(shape.head_dim)
+            .zip(scores.chunks_exact_mut(shape.stride))
+        {
+            plain_dots::<F>(order, query, keys, &mut scores[..valid]);
+        }
+    }
+
+    /// Head `h`'s output (`out[h * head_dim..][..head_dim]`) from its probabilities
+    /// (`probs_f16[h * stride..]`), each with [`weighted_values_reference`]'s contract.
     #[inline(always)]
     fn weighted_values<F: Fma>(
         order: SumOrder,
+        shape: Shape,
         probs_f16: &[f32],
         values: &[u16],
         lengths: (usize, usize),
-        scratch: (&mut [f32], &mut [f64]),
+        (partial, tail): (&mut [f32], &mut [f64]),
         out: &mut [f32],
     ) {
-        weighted_values_reference::<F>(order, probs_f16, values, lengths, scratch, out)
-    }
-}
-
-/// One position at a time with [`ordered_dot`] (the reference, any head size).
-struct PlainDots;
-
-impl Dots for PlainDots {
-    #[inline(always)]
-    fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]) {
-        let head_dim = query.len();
-        for (p, dot) in dots.iter_mut().enumerate() {
-            *dot = ordered_dot::<F>(order, query, &keys[p * head_dim..(p + 1) * head_dim]);
+        for (probs, out) in probs_f16
+            .chunks_exact(shape.stride)
+            .zip(out.chunks_exact_mut(shape.head_dim))
+        {
+            weighted_values_reference::<F>(
+                order,
+                probs,
+                values,
+                lengths,
+                (&mut *partial, &mut *tail),
+                out,
+            );
         }
     }
 }
 
-/// Scratch space for one head's attention, sized once for the context.
+/// One head at a time, one position at a time with [`ordered_dot`] (the reference, any head
+/// size).
+struct PlainDots;
+
+impl Dots for PlainDots {}
+
+/// One head's products with the keys of positions `0..dots.len()`, one position at a time.
+#[inline(always)]
+fn plain_dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]) {
+    let head_dim = query.len();
+    for (p, dot) in dots.iter_mut().enumerate() {
+        *dot = ordered_dot::<F>(order, query, &keys[p * head_dim..(p + 1) * head_dim]);
+    }
+}
+
+/// Scratch space for the attention of a group of query heads sharing a KV head, sized once for
+/// the context: its head size, capacity and most heads are the lengths of `tail`, `probs` and
+/// `queries` (over the head size).
 #[derive(Debug, Clone)]
 pub struct AttentionScratch {
-    query: alloc::vec::Vec<f32>,
+    /// The group's queries rounded to f16, `[head][head_dim]`.
+    queries: alloc::vec::Vec<f32>,
+    /// Per head, the dot products with the keys, `[head][capacity]`.
     scores: alloc::vec::Vec<f32>,
+    /// One head's softmax numerators (the heads take turns).
     probs: alloc::vec::Vec<f32>,
+    /// Per head, the probabilities rounded to f16, `[head][capacity]`: every head's are ready
+    /// before the values are read, so a kernel can widen each value row once for the group.
     probs_f16: alloc::vec::Vec<f32>,
-    /// Rows of the output's per-lane partial sums as they are combined: four lane rows at the
-    /// start, the sixteen combined rows from row 64 (`[80][head_dim]` in all).
+    /// Rows of one head's per-lane partial sums as they are combined (reference path): four
+    /// lane rows at the start, the sixteen combined rows from row 64 (`[80][head_dim]` in all).
     partial: alloc::vec::Vec<f32>,
     /// Per output element, the f64 sum of the positions past the vector part (decode order).
     tail: alloc::vec::Vec<f64>,
 }
 
 impl AttentionScratch {
+    /// Scratch for one head at a time.
+    #[cfg(test)]
     pub fn new(capacity: usize, head_dim: usize) -> Self {
+        Self::for_group(capacity, head_dim, 1)
+    }
+
+    /// Scratch for groups of up to `group` query heads of `head_dim` over `capacity` positions.
+    pub fn for_group(capacity: usize, head_dim: usize, group: usize) -> Self {
         Self {
-            query: alloc::vec![0.0; head_dim],
-            scores: alloc::vec![0.0; capacity],
+            queries: alloc::vec![0.0; group * head_dim],
+            scores: alloc::vec![0.0; group * capacity],
             probs: alloc::vec![0.0; capacity],
-            probs_f16: alloc::vec![0.0; capacity],
+            probs_f16: alloc::vec![0.0; group * capacity],
             partial: alloc::vec![0.0; 80 * head_dim],
             tail: alloc::vec![0.0; head_dim],
         }
     }
 }
 
-/// One query head at position `pos` over `keys`/`values` (`[position][head_dim]` f16 bits, at
-/// least `pos + 1` positions) into `out` (`head_dim` values); `n_kv` from [`padded_kv_len`].
-/// The arithmetic is the same at every level; the SIMD levels only use wider registers (the
-/// lane-wise operations, and so every bit, are unchanged).
+/// One query head: [`attend_group`] with a group of one.
+#[cfg(test)]
 #[allow(clippy::too_many_arguments)]
 pub fn attend(
     level: SimdLevel,
@@ -168,281 +223,21 @@ pub fn attend(
     scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
-    #[cfg(target_arch = "x86_64")]
-    match level {
-        SimdLevel::Avx512 => {
-            // SAFETY: the level was checked against CPUID/XCR0 when the kernels were chosen.
-            return unsafe {
-                wide::attend_avx512(order, query, keys, values, pos, n_kv, scratch, out)
-            };
-        }
-        SimdLevel::Avx2 => {
-            // SAFETY: as above.
-            return unsafe {
-                wide::attend_avx2(order, query, keys, values, pos, n_kv, scratch, out)
-            };
-        }
-        SimdLevel::Scalar => {}
-    }
-    attend_generic::<super::math::SoftFma, PlainDots>(
-        order, query, keys, values, pos, n_kv, scratch, out,
-    )
+    attend_group(level, order, query, keys, values, pos, n_kv, scratch, out)
 }
 
-#[cfg(target_arch = "x86_64")]
-mod wide {
-    use super::{
-        AttentionScratch, Dots, PlainDots, SumOrder, attend_generic, weighted_values_reference,
-    };
-    use crate::model::math::{Fma, HardFma};
-    use core::arch::x86_64::*;
-
-    /// Sixteen f16 values (bits) from `bits`, widened to f32 (exact).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; `bits` must point at sixteen readable `u16`.
-    #[inline(always)]
-    unsafe fn widened16(bits: *const u16) -> __m512 {
-        // SAFETY: the caller's contract: 32 readable bytes, AVX-512F available.
-        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(bits.cast::<__m256i>())) }
-    }
-
-    /// Sixteen positions at a time when the head size is 64 (one 64-element step of the decode
-    /// order, or four 16-lane steps of the batch order): the per-lane sums of each position are
-    /// formed vertically, then the sixteen 16-lane trees of `reduce16` run side by side with
-    /// shuffles, level by level, so every addition is the reference's (float addition is
-    /// commutative, so which operand a shuffle puts first does not change a bit). Other head
-    /// sizes and the last `len % 16` positions take the reference path.
-    pub(super) struct Avx512Dots;
-
-    impl Dots for Avx512Dots {
-        #[inline(always)]
-        fn dots<F: Fma>(order: SumOrder, query: &[f32], keys: &[u16], dots: &mut [f32]) {
-            if query.len() != 64 {
-                return PlainDots::dots::<F>(order, query, keys, dots);
-            }
-            let whole = dots.len() / 16 * 16;
-            for (block, out) in dots[..whole].chunks_exact_mut(16).enumerate() {
-                let keys = &keys[block * 16 * 64..(block + 1) * 16 * 64];
-                // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F;
-                // `query` has 64 values, `keys` 16 x 64 and `out` 16.
-                unsafe { dots16_head64(order, query, keys, out) };
-            }
-            PlainDots::dots::<F>(order, query, &keys[whole * 64..], &mut dots[whole..]);
-        }
-
-        #[inline(always)]
-        fn weighted_values<F: Fma>(
-            order: SumOrder,
-            probs_f16: &[f32],
-            values: &[u16],
-            lengths: (usize, usize),
-            scratch: (&mut [f32], &mut [f64]),
-            out: &mut [f32],
-        ) {
-            if out.len() != 64 {
-                return weighted_values_reference::<F>(
-                    order, probs_f16, values, lengths, scratch, out,
-                );
-            }
-            // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F; the
-            // head is 64 wide, `values` holds `valid` positions of it and `probs_f16` `valid`
-            // probabilities (the attention's contract).
-            unsafe { weighted_head64(order, probs_f16, values, lengths, out) }
-        }
-    }
-
-    /// [`weighted_values_reference`] for a 64-wide head with every lane row and the f64 tail
-    /// held in registers: the same additions in the same order (products of f16 values are
-    /// exact in f32, so a fused multiply-add is the reference's `acc + prob * v`).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; `out` is 64 values, `values` at least `valid x 64`,
-    /// `probs` at least `valid`.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn weighted_head64(
-        order: SumOrder,
-        probs: &[f32],
-        values: &[u16],
-        (valid, n_kv): (usize, usize),
-        out: &mut [f32],
-    ) {
-        let batch_order = order == SumOrder::Batch && n_kv.is_multiple_of(16);
-        let lanes = if batch_order { 16 } else { 64 };
-        let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
-        let summed = valid.min(vector_end);
-        let zero = _mm512_setzero_ps();
-        let value = |p: usize, j: usize| {
-            // SAFETY: `p < valid`, so `values[64 p + 16 j..][..16]` is inside the slice; the
-            // caller checked AVX-512F.
-            unsafe { widened16(values[p * 64..p * 64 + 64].as_ptr().add(16 * j)) }
-        };
-        let lane_row = |r: usize| {
-            let mut acc = [zero; 4];
-            for p in (r..summed).step_by(lanes) {
-                let prob = _mm512_set1_ps(probs[p]);
-                for (j, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_fmadd_ps(prob, value(p, j), *acc);
-                }
-            }
-            acc
-        };
-        let add = |a: [__m512; 4], b: [__m512; 4]| -> [__m512; 4] {
-            core::array::from_fn(|j| _mm512_add_ps(a[j], b[j]))
-        };
-        let mut rows: [[__m512; 4]; 16] = core::array::from_fn(|l| {
-            if batch_order {
-                lane_row(l)
-            } else {
-                // Lane l of accumulator j is lane row 16 j + l: (0 + 2) + (1 + 3).
-                add(
-                    add(lane_row(l), lane_row(32 + l)),
-                    add(lane_row(16 + l), lane_row(48 + l)),
-                )
-            }
-        });
-        for width in [8, 4] {
-            for l in 0..width {
-                rows[l] = add(rows[l], rows[l + width]);
-            }
-        }
-        let total = add(add(rows[0], rows[2]), add(rows[1], rows[3]));
-        if batch_order {
-            for (j, lanes) in total.iter().enumerate() {
-                // SAFETY: `out` holds 64 values.
-                unsafe { _mm512_storeu_ps(out.as_mut_ptr().add(16 * j), *lanes) };
-            }
-            return;
-        }
-        let halves = |x: __m512| {
-            let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x));
-            (
-                _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
-                _mm512_cvtps_pd(_mm256_castpd_ps(high)),
-            )
-        };
-        let mut tail: [__m512d; 8] = [_mm512_setzero_pd(); 8];
-        for (j, lanes) in total.iter().enumerate() {
-            (tail[2 * j], tail[2 * j + 1]) = halves(*lanes);
-        }
-        for (p, &prob) in probs.iter().enumerate().take(valid).skip(vector_end) {
-            let prob = _mm512_set1_ps(prob);
-            for j in 0..4 {
-                let (low, high) = halves(_mm512_mul_ps(prob, value(p, j)));
-                tail[2 * j] = _mm512_add_pd(tail[2 * j], low);
-                tail[2 * j + 1] = _mm512_add_pd(tail[2 * j + 1], high);
-            }
-        }
-        for (k, sum) in tail.iter().enumerate() {
-            // SAFETY: `out` holds 64 values; eight at a time.
-            unsafe { _mm256_storeu_ps(out.as_mut_ptr().add(8 * k), _mm512_cvtpd_ps(*sum)) };
-        }
-    }
-
-    /// The 16 dot products of `query` (64 values) with 16 consecutive keys (`16 x 64` f16 bits).
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F; the slices must have the sizes above.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn dots16_head64(order: SumOrder, query: &[f32], keys: &[u16], out: &mut [f32]) {
-        debug_assert!(query.len() == 64 && keys.len() == 16 * 64 && out.len() == 16);
-        let zero = _mm512_setzero_ps();
-        // SAFETY: `query` holds 64 f32 (checked by the caller), four unaligned 16-lane loads.
-        let q: [__m512; 4] =
-            core::array::from_fn(|j| unsafe { _mm512_loadu_ps(query.as_ptr().add(16 * j)) });
-        let lanes: [__m512; 16] = core::array::from_fn(|i| {
-            // SAFETY: key `i` is `keys[64 i..64 i + 64]`, inside the 16 x 64 slice.
-            let k: [__m512; 4] =
-                core::array::from_fn(|j| unsafe { widened16(keys.as_ptr().add(64 * i + 16 * j)) });
-            // Products of f16-rounded values are exact in f32, so the fused form is the
-            // reference's `0 + x * y` (and `acc + x * y`) to the bit.
-            match order {
-                SumOrder::Decode => {
-                    let a: [__m512; 4] =
-                        core::array::from_fn(|j| _mm512_fmadd_ps(q[j], k[j], zero));
-                    _mm512_add_ps(_mm512_add_ps(a[0], a[2]), _mm512_add_ps(a[1], a[3]))
-                }
-                SumOrder::Batch => {
-                    let mut acc = _mm512_fmadd_ps(q[0], k[0], zero);
-                    for j in 1..4 {
-                        acc = _mm512_fmadd_ps(q[j], k[j], acc);
-                    }
-                    acc
-                }
-            }
-        });
-        // Level 1 (lane i + 8 onto lane i): T_k holds position 2k's eight sums in its low half
-        // and position 2k + 1's in its high half.
-        let t: [__m512; 8] = core::array::from_fn(|k| {
-            let (a, b) = (lanes[2 * k], lanes[2 * k + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b),
-            )
-        });
-        // Level 2 (lane i + 4 onto lane i): 128-bit chunk j of U_m is position 4m + j.
-        let u: [__m512; 4] = core::array::from_fn(|m| {
-            let (a, b) = (t[2 * m], t[2 * m + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_f32x4::<0b10_00_10_00>(a, b),
-                _mm512_shuffle_f32x4::<0b11_01_11_01>(a, b),
-            )
-        });
-        // Level 3 (lanes 0 + 2 and 1 + 3): chunk j of V_n holds positions 8n + j (lanes 0, 1)
-        // and 8n + 4 + j (lanes 2, 3).
-        let v: [__m512; 2] = core::array::from_fn(|n| {
-            let (a, b) = (u[2 * n], u[2 * n + 1]);
-            _mm512_add_ps(
-                _mm512_shuffle_ps::<0b01_00_01_00>(a, b),
-                _mm512_shuffle_ps::<0b11_10_11_10>(a, b),
-            )
-        });
-        // Level 4 ((0 + 2) + (1 + 3)): lane 4j + t is position 4t + j.
-        let r = _mm512_add_ps(
-            _mm512_shuffle_ps::<0b10_00_10_00>(v[0], v[1]),
-            _mm512_shuffle_ps::<0b11_01_11_01>(v[0], v[1]),
-        );
-        let order_index = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-        // SAFETY: `out` holds 16 f32.
-        unsafe { _mm512_storeu_ps(out.as_mut_ptr(), _mm512_permutexvar_ps(order_index, r)) };
-    }
-
-    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend_avx512(
-        order: SumOrder,
-        query: &[f32],
-        keys: &[u16],
-        values: &[u16],
-        pos: usize,
-        n_kv: usize,
-        scratch: &mut AttentionScratch,
-        out: &mut [f32],
-    ) {
-        attend_generic::<HardFma, Avx512Dots>(order, query, keys, values, pos, n_kv, scratch, out)
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    #[allow(clippy::too_many_arguments)]
-    pub fn attend_avx2(
-        order: SumOrder,
-        query: &[f32],
-        keys: &[u16],
-        values: &[u16],
-        pos: usize,
-        n_kv: usize,
-        scratch: &mut AttentionScratch,
-        out: &mut [f32],
-    ) {
-        attend_generic::<HardFma, PlainDots>(order, query, keys, values, pos, n_kv, scratch, out)
-    }
-}
-
-#[inline(always)]
+/// The query heads that share one KV head (`queries`, `[head][head_dim]` with the scratch's
+/// head size, at most the scratch's group of heads) at position `pos` over that KV head's
+/// `keys`/`values` (`[position][head_dim]` f16 bits, at least `pos + 1` positions) into `out`
+/// (`[head][head_dim]`); `n_kv` from [`padded_kv_len`]. Every head's arithmetic is the same as
+/// it would be alone, and the same at every level: the SIMD levels only use wider registers
+/// (the lane-wise operations, and so every bit, are unchanged), and AVX-512 widens each key and
+/// value row once for several heads.
 #[allow(clippy::too_many_arguments)]
-fn attend_generic<F: super::math::Fma, D: Dots>(
+pub fn attend_group(
+    level: SimdLevel,
     order: SumOrder,
-    query: &[f32],
+    queries: &[f32],
     keys: &[u16],
     values: &[u16],
     pos: usize,
@@ -450,38 +245,607 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
     scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
-    let head_dim = query.len();
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        SimdLevel::Avx512 => {
+            // SAFETY: the level was checked against CPUID/XCR0 when the kernels were chosen.
+            return unsafe {
+                wide::attend_avx512(order, queries, keys, values, pos, n_kv, scratch, out)
+            };
+        }
+        SimdLevel::Avx2 => {
+            // SAFETY: as above.
+            return unsafe {
+                wide::attend_avx2(order, queries, keys, values, pos, n_kv, scratch, out)
+            };
+        }
+        SimdLevel::Scalar => {}
+    }
+    attend_generic::<super::math::SoftFma, PlainDots>(
+        order, queries, keys, values, pos, n_kv, scratch, out,
+    )
+}
+
+#[cfg(target_arch = "x86_64")]
+mod wide {
+    //! The AVX-512 kernels are `#[inline(always)]` functions with one contract, that the CPU has
+    //! AVX-512F: they are compiled into `attend_avx512` (closures and `array::from_fn` would
+    //! not inherit its target features and would stay calls, their vectors passed in memory).
+
+    use super::{AttentionScratch, Dots, PlainDots, Shape, SumOrder, attend_generic, plain_dots};
+    use crate::model::math::{Fma, HardFma};
+    use core::arch::x86_64::*;
+    use core::ops::Range;
+
+    /// The most heads one pass over the keys or values serves: three heads' queries (twelve
+    /// registers) and partial sums still fit the 32 vector registers beside the keys.
+    pub(super) const MOST_SHARED: usize = 3;
+
+    /// `0..heads` split into runs of at most [`MOST_SHARED`] heads, as even as possible.
+    pub(super) fn head_runs(heads: usize) -> impl Iterator<Item = Range<usize>> {
+        let runs = heads.div_ceil(MOST_SHARED);
+        (0..runs).map(move |i| i * heads / runs..(i + 1) * heads / runs)
+    }
+
+    /// Columns `16 j..16 j + 16` of a 64-wide row.
+    #[inline(always)]
+    fn quarter<T>(row: &[T; 64], j: usize) -> &[T; 16] {
+        &row.as_chunks::<16>().0[j]
+    }
+
+    /// Sixteen f16 values (bits) widened to f32 (exact).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn widened16(bits: &[u16; 16]) -> __m512 {
+        // SAFETY: the reference covers the 32 bytes read; AVX-512F by the contract.
+        unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(bits.as_ptr().cast::<__m256i>())) }
+    }
+
+    /// `a + b` per head.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn added<const G: usize>(mut a: [__m512; G], b: [__m512; G]) -> [__m512; G] {
+        for (a, b) in a.iter_mut().zip(b) {
+            // SAFETY: AVX-512F by the contract.
+            *a = unsafe { _mm512_add_ps(*a, b) };
+        }
+        a
+    }
+
+    /// Sixteen positions at a time when the head size is 64 (one 64-element step of the decode
+    /// order, or four 16-lane steps of the batch order), each key widened once for up to
+    /// [`MOST_SHARED`] heads: the per-lane sums of each position are formed vertically, then
+    /// the sixteen 16-lane trees of `reduce16` run side by side with shuffles, level by level,
+    /// so every addition is the reference's (float addition is commutative, so which operand a
+    /// shuffle puts first does not change a bit). The values are weighted the same way, sixteen
+    /// output columns at a time. Other head sizes and the last `valid % 16` positions' dot
+    /// products take the reference path.
+    pub(super) struct Avx512Dots;
+
+    impl Dots for Avx512Dots {
+        #[inline(always)]
+        fn dots<F: Fma>(
+            order: SumOrder,
+            shape: Shape,
+            queries: &[f32],
+            keys: &[u16],
+            valid: usize,
+            scores: &mut [f32],
+        ) {
+            if shape.head_dim != 64 {
+                return PlainDots::dots::<F>(order, shape, queries, keys, valid, scores);
+            }
+            let queries = queries.as_chunks::<64>().0;
+            let blocks = keys[..valid * 64].as_chunks::<64>().0.as_chunks::<16>().0;
+            for (block, block_keys) in blocks.iter().enumerate() {
+                for run in head_runs(shape.heads) {
+                    let (queries, at) = (&queries[run.clone()], (block * 16, shape.stride));
+                    let scores = &mut scores[run.start * shape.stride..];
+                    // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F.
+                    unsafe {
+                        match run.len() {
+                            1 => dots16_run::<1>(order, queries, block_keys, scores, at),
+                            2 => dots16_run::<2>(order, queries, block_keys, scores, at),
+                            _ => dots16_run::<MOST_SHARED>(order, queries, block_keys, scores, at),
+                        }
+                    }
+                }
+            }
+            let whole = blocks.len() * 16;
+            for (query, scores) in queries.iter().zip(scores.chunks_exact_mut(shape.stride)) {
+                plain_dots::<F>(order, query, &keys[whole * 64..], &mut scores[whole..valid]);
+            }
+        }
+
+        #[inline(always)]
+        fn weighted_values<F: Fma>(
+            order: SumOrder,
+            shape: Shape,
+            probs_f16: &[f32],
+            values: &[u16],
+            lengths: (usize, usize),
+            scratch: (&mut [f32], &mut [f64]),
+            out: &mut [f32],
+        ) {
+            if shape.head_dim != 64 {
+                return PlainDots::weighted_values::<F>(
+                    order, shape, probs_f16, values, lengths, scratch, out,
+                );
+            }
+            let value_rows = values[..lengths.0 * 64].as_chunks::<64>().0;
+            let outs = out.as_chunks_mut::<64>().0;
+            for run in head_runs(shape.heads) {
+                let probs = (&probs_f16[run.start * shape.stride..], shape.stride);
+                let out = &mut outs[run];
+                // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F.
+                unsafe {
+                    match out.len() {
+                        1 => weighted_run::<1>(order, probs, value_rows, lengths, out),
+                        2 => weighted_run::<2>(order, probs, value_rows, lengths, out),
+                        _ => weighted_run::<MOST_SHARED>(order, probs, value_rows, lengths, out),
+                    }
+                }
+            }
+        }
+    }
+
+    /// [`dots16_group`] for a run of `G` heads (`queries`, as [`head_runs`] makes them): head
+    /// `h`'s sixteen products into `scores[h * stride + at..][..16]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn dots16_run<const G: usize>(
+        order: SumOrder,
+        queries: &[[f32; 64]],
+        keys: &[[u16; 64]; 16],
+        scores: &mut [f32],
+        (at, stride): (usize, usize),
+    ) {
+        let Ok(queries) = <&[[f32; 64]; G]>::try_from(queries) else {
+            return;
+        };
+        // SAFETY: AVX-512F by the contract.
+        let dots = unsafe {
+            match order {
+                SumOrder::Decode => dots16_group::<G, false>(queries, keys),
+                SumOrder::Batch => dots16_group::<G, true>(queries, keys),
+            }
+        };
+        for (h, dots) in dots.into_iter().enumerate() {
+            let Some(into) = scores[h * stride + at..].first_chunk_mut::<16>() else {
+                return;
+            };
+            // SAFETY: `into` covers the 64 bytes written; AVX-512F by the contract.
+            unsafe { _mm512_storeu_ps(into.as_mut_ptr(), dots) };
+        }
+    }
+
+    /// The dot products of each of `G` queries (64 values) with 16 consecutive keys (64 f16
+    /// bits each) in the batch order if `BATCH`, else in the decode order, lane `i` holding key
+    /// `i`'s; each key is widened once for every head. The
+    /// tree's levels are formed as soon as both their halves are ready ([`sums8`] and below), so
+    /// few partial sums are live at once.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn dots16_group<const G: usize, const BATCH: bool>(
+        queries: &[[f32; 64]; G],
+        keys: &[[u16; 64]; 16],
+    ) -> [__m512; G] {
+        // SAFETY: AVX-512F by the contract; `queries` covers the 64-byte loads.
+        unsafe {
+            let mut q = [[_mm512_setzero_ps(); 4]; G];
+            for (q, query) in q.iter_mut().zip(queries) {
+                for (j, q) in q.iter_mut().enumerate() {
+                    *q = _mm512_loadu_ps(quarter(query, j).as_ptr());
+                }
+            }
+            let [first, second] = halves_of(keys);
+            let (v0, v1) = (sums8::<G, BATCH>(&q, first), sums8::<G, BATCH>(&q, second));
+            // Level 4 ((0 + 2) + (1 + 3)): lane 4j + t is position 4t + j, put back in order.
+            let order_index =
+                _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+            let mut r = v0;
+            for (r, v1) in r.iter_mut().zip(v1) {
+                let sum = _mm512_add_ps(
+                    _mm512_shuffle_ps::<0b10_00_10_00>(*r, v1),
+                    _mm512_shuffle_ps::<0b11_01_11_01>(*r, v1),
+                );
+                *r = _mm512_permutexvar_ps(order_index, sum);
+            }
+            r
+        }
+    }
+
+    /// The two halves of `2 N` rows.
+    #[inline(always)]
+    fn halves_of<T, const N: usize, const M: usize>(rows: &[T; M]) -> [&[T; N]; 2] {
+        let (halves, _) = rows.as_chunks::<N>();
+        [&halves[0], &halves[1]]
+    }
+
+    /// Level 3 of the tree over 8 keys (lanes 0 + 2 and 1 + 3): chunk j of V holds positions j
+    /// (lanes 0, 1) and 4 + j (lanes 2, 3).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn sums8<const G: usize, const BATCH: bool>(
+        q: &[[__m512; 4]; G],
+        keys: &[[u16; 64]; 8],
+    ) -> [__m512; G] {
+        let [first, second] = halves_of(keys);
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let (mut a, b) = (sums4::<G, BATCH>(q, first), sums4::<G, BATCH>(q, second));
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = _mm512_add_ps(
+                    _mm512_shuffle_ps::<0b01_00_01_00>(*a, b),
+                    _mm512_shuffle_ps::<0b11_10_11_10>(*a, b),
+                );
+            }
+            a
+        }
+    }
+
+    /// Level 2 of the tree over 4 keys (lane i + 4 onto lane i): 128-bit chunk j of U is
+    /// position j.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn sums4<const G: usize, const BATCH: bool>(
+        q: &[[__m512; 4]; G],
+        keys: &[[u16; 64]; 4],
+    ) -> [__m512; G] {
+        let [first, second] = halves_of(keys);
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let (mut a, b) = (sums2::<G, BATCH>(q, first), sums2::<G, BATCH>(q, second));
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b10_00_10_00>(*a, b),
+                    _mm512_shuffle_f32x4::<0b11_01_11_01>(*a, b),
+                );
+            }
+            a
+        }
+    }
+
+    /// Level 1 of the tree over 2 keys (lane i + 8 onto lane i): the first key's eight sums in
+    /// the low half, the second's in the high half.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn sums2<const G: usize, const BATCH: bool>(
+        q: &[[__m512; 4]; G],
+        keys: &[[u16; 64]; 2],
+    ) -> [__m512; G] {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let (mut a, b) = (
+                lane_sums::<G, BATCH>(q, &keys[0]),
+                lane_sums::<G, BATCH>(q, &keys[1]),
+            );
+            for (a, b) in a.iter_mut().zip(b) {
+                *a = _mm512_add_ps(
+                    _mm512_shuffle_f32x4::<0b01_00_01_00>(*a, b),
+                    _mm512_shuffle_f32x4::<0b11_10_11_10>(*a, b),
+                );
+            }
+            a
+        }
+    }
+
+    /// Per head, the 16 lane sums of one key's products with the query, in the batch order if
+    /// `BATCH`, else in the decode order.
+    /// Products of f16-rounded values are exact in f32, so the fused form is the reference's
+    /// `0 + x * y` (and `acc + x * y`) to the bit.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn lane_sums<const G: usize, const BATCH: bool>(
+        q: &[[__m512; 4]; G],
+        key: &[u16; 64],
+    ) -> [__m512; G] {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let zero = _mm512_setzero_ps();
+            let mut sums = [zero; G];
+            if BATCH {
+                // ((0 + q0 k0) + q1 k1) + ...
+                for j in 0..4 {
+                    let k = widened16(quarter(key, j));
+                    for (sum, q) in sums.iter_mut().zip(q) {
+                        *sum = _mm512_fmadd_ps(q[j], k, *sum);
+                    }
+                }
+            } else {
+                // (a0 + a2) + (a1 + a3), a_j = 0 + q_j k_j.
+                let (k0, k2) = (widened16(quarter(key, 0)), widened16(quarter(key, 2)));
+                for (sum, q) in sums.iter_mut().zip(q) {
+                    *sum = _mm512_add_ps(
+                        _mm512_fmadd_ps(q[0], k0, zero),
+                        _mm512_fmadd_ps(q[2], k2, zero),
+                    );
+                }
+                let (k1, k3) = (widened16(quarter(key, 1)), widened16(quarter(key, 3)));
+                for (sum, q) in sums.iter_mut().zip(q) {
+                    let odd = _mm512_add_ps(
+                        _mm512_fmadd_ps(q[1], k1, zero),
+                        _mm512_fmadd_ps(q[3], k3, zero),
+                    );
+                    *sum = _mm512_add_ps(*sum, odd);
+                }
+            }
+            sums
+        }
+    }
+
+    /// [`weighted_group64`] for a run of `G` heads (`out`, as [`head_runs`] makes them), head
+    /// `h`'s probabilities at `probs[h * stride..]`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn weighted_run<const G: usize>(
+        order: SumOrder,
+        (probs, stride): (&[f32], usize),
+        values: &[[u16; 64]],
+        lengths: (usize, usize),
+        out: &mut [[f32; 64]],
+    ) {
+        let Ok(out) = <&mut [[f32; 64]; G]>::try_from(out) else {
+            return;
+        };
+        let mut rows: [&[f32]; G] = [&[]; G];
+        for (h, row) in rows.iter_mut().enumerate() {
+            *row = &probs[h * stride..][..lengths.0];
+        }
+        // SAFETY: AVX-512F by the contract.
+        unsafe { weighted_group64::<G>(order, &rows, values, lengths, out) };
+    }
+
+    /// [`weighted_values_reference`](super::weighted_values_reference) for `G` heads of 64
+    /// sharing the values (at least `valid` rows; each head's `probs`, `valid` of them): the
+    /// same additions in the same order per head (products of f16 values are exact in f32, so
+    /// a fused multiply-add is the reference's `acc + prob * v`). Sixteen output columns at a
+    /// time, so a lane row's accumulators for every head stay in registers; each sixteen
+    /// values are widened once for all the heads.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn weighted_group64<const G: usize>(
+        order: SumOrder,
+        probs: &[&[f32]; G],
+        values: &[[u16; 64]],
+        (valid, n_kv): (usize, usize),
+        out: &mut [[f32; 64]; G],
+    ) {
+        let batch_order = order == SumOrder::Batch && n_kv.is_multiple_of(16);
+        let lanes = if batch_order { 16 } else { 64 };
+        let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
+        let summed = valid.min(vector_end);
+        for j in 0..4 {
+            let lane = |r: usize| LaneRow {
+                first: r,
+                end: summed,
+                step: lanes,
+                column: j,
+            };
+            // SAFETY: AVX-512F by the contract.
+            unsafe {
+                let mut rows = [[_mm512_setzero_ps(); G]; 16];
+                for (l, row) in rows.iter_mut().enumerate() {
+                    *row = if batch_order {
+                        lane_row(probs, values, lane(l))
+                    } else {
+                        // Lane l of the reference's 16-lane accumulator k is lane row
+                        // 16 k + l: (0 + 2) + (1 + 3).
+                        added(
+                            added(
+                                lane_row(probs, values, lane(l)),
+                                lane_row(probs, values, lane(32 + l)),
+                            ),
+                            added(
+                                lane_row(probs, values, lane(16 + l)),
+                                lane_row(probs, values, lane(48 + l)),
+                            ),
+                        )
+                    };
+                }
+                // The 16-lane tree of `reduce16` across the rows: halves, quarters, then
+                // (0 + 2) + (1 + 3).
+                for width in [8, 4] {
+                    for l in 0..width {
+                        rows[l] = added(rows[l], rows[l + width]);
+                    }
+                }
+                let total = added(added(rows[0], rows[2]), added(rows[1], rows[3]));
+                if batch_order {
+                    for (out, total) in out.iter_mut().zip(total) {
+                        _mm512_storeu_ps(out.as_chunks_mut::<16>().0[j].as_mut_ptr(), total);
+                    }
+                    continue;
+                }
+                // Positions past the last whole 64 are added in f64, one after another.
+                let mut tail = [[_mm512_setzero_pd(); 2]; G];
+                for (tail, total) in tail.iter_mut().zip(total) {
+                    *tail = widened_halves(total);
+                }
+                for p in vector_end..valid {
+                    let v = widened16(quarter(&values[p], j));
+                    for (tail, probs) in tail.iter_mut().zip(probs) {
+                        let [low, high] =
+                            widened_halves(_mm512_mul_ps(_mm512_set1_ps(probs[p]), v));
+                        tail[0] = _mm512_add_pd(tail[0], low);
+                        tail[1] = _mm512_add_pd(tail[1], high);
+                    }
+                }
+                for (out, tail) in out.iter_mut().zip(tail) {
+                    let eighths = out.as_chunks_mut::<8>().0;
+                    for (eighth, sum) in eighths[2 * j..2 * j + 2].iter_mut().zip(tail) {
+                        _mm256_storeu_ps(eighth.as_mut_ptr(), _mm512_cvtpd_ps(sum));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Which positions and columns a lane row sums: `first, first + step, ... < end`, columns
+    /// `16 column..16 column + 16`.
+    #[derive(Clone, Copy)]
+    struct LaneRow {
+        first: usize,
+        end: usize,
+        step: usize,
+        column: usize,
+    }
+
+    /// Per head, `prob * v` over a lane row's positions in order, from +0.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn lane_row<const G: usize>(
+        probs: &[&[f32]; G],
+        values: &[[u16; 64]],
+        row: LaneRow,
+    ) -> [__m512; G] {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let mut acc = [_mm512_setzero_ps(); G];
+            for p in (row.first..row.end).step_by(row.step) {
+                let v = widened16(quarter(&values[p], row.column));
+                for (acc, probs) in acc.iter_mut().zip(probs) {
+                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(probs[p]), v, *acc);
+                }
+            }
+            acc
+        }
+    }
+
+    /// The sixteen f32 lanes as two vectors of eight f64 (exact).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn widened_halves(x: __m512) -> [__m512d; 2] {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let high = _mm512_extractf64x4_pd::<1>(_mm512_castps_pd(x));
+            [
+                _mm512_cvtps_pd(_mm512_castps512_ps256(x)),
+                _mm512_cvtps_pd(_mm256_castpd_ps(high)),
+            ]
+        }
+    }
+
+    #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_avx512(
+        order: SumOrder,
+        queries: &[f32],
+        keys: &[u16],
+        values: &[u16],
+        pos: usize,
+        n_kv: usize,
+        scratch: &mut AttentionScratch,
+        out: &mut [f32],
+    ) {
+        attend_generic::<HardFma, Avx512Dots>(order, queries, keys, values, pos, n_kv, scratch, out)
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn attend_avx2(
+        order: SumOrder,
+        queries: &[f32],
+        keys: &[u16],
+        values: &[u16],
+        pos: usize,
+        n_kv: usize,
+        scratch: &mut AttentionScratch,
+        out: &mut [f32],
+    ) {
+        attend_generic::<HardFma, PlainDots>(order, queries, keys, values, pos, n_kv, scratch, out)
+    }
+}
+
+/// The group's attention at every level: queries rounded to f16, every head's dot products
+/// (`D` may share key loads between heads), then per head the scale, maximum, softmax and
+/// rounding of the probabilities, then every head's weighted values.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn attend_generic<F: super::math::Fma, D: Dots>(
+    order: SumOrder,
+    queries: &[f32],
+    keys: &[u16],
+    values: &[u16],
+    pos: usize,
+    n_kv: usize,
+    scratch: &mut AttentionScratch,
+    out: &mut [f32],
+) {
+    let AttentionScratch {
+        queries: rounded,
+        scores,
+        probs,
+        probs_f16,
+        partial,
+        tail,
+    } = scratch;
+    let (head_dim, stride) = (tail.len(), probs.len());
+    let shape = Shape {
+        heads: queries.len() / head_dim,
+        head_dim,
+        stride,
+    };
+    let group = shape.heads * head_dim;
     let valid = pos + 1;
-    for (q16, &q) in scratch.query.iter_mut().zip(query) {
+    for (q16, &q) in rounded.iter_mut().zip(queries) {
         *q16 = F::round_f16(q);
     }
     let scale = 1.0 / libm::sqrtf(head_dim as f32);
-    D::dots::<F>(order, &scratch.query, keys, &mut scratch.scores[..valid]);
-    let mut max = f32::NEG_INFINITY;
-    for w in &mut scratch.scores[..valid] {
-        *w *= scale;
-        if *w > max {
-            max = *w;
-        }
-    }
-    let sum = super::math::softmax_exp_generic::<F>(
-        &scratch.scores,
-        valid,
-        n_kv,
-        max,
-        &mut scratch.probs,
+    let (scores, probs_f16) = (
+        &mut scores[..shape.heads * stride],
+        &mut probs_f16[..shape.heads * stride],
     );
-    let inverse = (1.0 / sum) as f32;
-    for p in 0..valid {
-        scratch.probs_f16[p] = F::round_f16(scratch.probs[p] * inverse);
+    D::dots::<F>(order, shape, &rounded[..group], keys, valid, scores);
+    for (scores, probs_f16) in scores
+        .chunks_exact_mut(stride)
+        .zip(probs_f16.chunks_exact_mut(stride))
+    {
+        let mut max = f32::NEG_INFINITY;
+        for w in &mut scores[..valid] {
+            *w *= scale;
+            if *w > max {
+                max = *w;
+            }
+        }
+        let sum = super::math::softmax_exp_generic::<F>(scores, valid, n_kv, max, probs);
+        let inverse = (1.0 / sum) as f32;
+        for (p16, &p) in probs_f16[..valid].iter_mut().zip(&probs[..valid]) {
+            *p16 = F::round_f16(p * inverse);
+        }
     }
     D::weighted_values::<F>(
         order,
-        &scratch.probs_f16,
+        shape,
+        probs_f16,
         values,
         (valid, n_kv),
-        (&mut scratch.partial, &mut scratch.tail),
-        &mut out[..head_dim],
+        (partial, tail),
+        &mut out[..group],
     );
 }
 
@@ -621,16 +985,146 @@ mod tests {
             return;
         }
         let keys = f16_bits(37 * 64, 11);
+        let stride = 40;
         for seed in 0..20 {
-            let query = f16_values(64, 100 + seed);
-            for order in [SumOrder::Decode, SumOrder::Batch] {
-                for len in [16, 32, 37] {
-                    let mut expected = alloc::vec![0.0f32; len];
-                    let mut got = alloc::vec![f32::NAN; len];
-                    PlainDots::dots::<SoftFma>(order, &query, &keys, &mut expected);
-                    wide::Avx512Dots::dots::<SoftFma>(order, &query, &keys, &mut got);
-                    for (p, (a, b)) in expected.iter().zip(&got).enumerate() {
-                        assert_eq!(a.to_bits(), b.to_bits(), "{order:?} position {p}: {a} {b}");
+            for heads in 1..=4 {
+                let queries = f16_values(heads * 64, 100 + seed);
+                let shape = Shape {
+                    heads,
+                    head_dim: 64,
+                    stride,
+                };
+                for order in [SumOrder::Decode, SumOrder::Batch] {
+                    for len in [16, 32, 37] {
+                        let mut expected = alloc::vec![0.0f32; heads * stride];
+                        let mut got = alloc::vec![f32::NAN; heads * stride];
+                        PlainDots::dots::<SoftFma>(
+                            order,
+                            shape,
+                            &queries,
+                            &keys,
+                            len,
+                            &mut expected,
+                        );
+                        wide::Avx512Dots::dots::<SoftFma>(
+                            order, shape, &queries, &keys, len, &mut got,
+                        );
+                        for h in 0..heads {
+                            let row = h * stride..h * stride + len;
+                            for (p, (a, b)) in
+                                expected[row.clone()].iter().zip(&got[row]).enumerate()
+                            {
+                                assert_eq!(
+                                    a.to_bits(),
+                                    b.to_bits(),
+                                    "{order:?} {heads} heads, head {h} position {p}: {a} {b}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn head_runs_cover_the_group_in_order_with_at_most_three_heads_each() {
+        for heads in 0..=20 {
+            let runs: alloc::vec::Vec<_> = wide::head_runs(heads).collect();
+            let mut next = 0;
+            for run in &runs {
+                assert_eq!(run.start, next, "{heads} heads: {runs:?}");
+                assert!(
+                    (1..=wide::MOST_SHARED).contains(&run.len()),
+                    "{heads}: {runs:?}"
+                );
+                next = run.end;
+            }
+            assert_eq!(next, heads);
+            assert_eq!(runs.len(), heads.div_ceil(wide::MOST_SHARED));
+        }
+    }
+
+    /// A group of heads with distinct queries, at every level, gives each head exactly what
+    /// the scalar reference gives that head alone: a head that read another's query, scores or
+    /// probabilities, or wrote into another's output, would differ (the heads' outputs are
+    /// checked to differ from each other, so a swap cannot go unseen).
+    #[test]
+    fn a_group_attends_each_head_exactly_as_alone() {
+        let levels: alloc::vec::Vec<SimdLevel> =
+            [SimdLevel::Scalar, SimdLevel::Avx2, SimdLevel::Avx512]
+                .into_iter()
+                .filter(|level| SimdLevel::detect() >= *level)
+                .collect();
+        let capacity = 160;
+        for head_dim in [64, 48] {
+            let keys = f16_bits(capacity * head_dim, 21);
+            let values = f16_bits(capacity * head_dim, 22);
+            for group in [1, 2, 3, 4, 7] {
+                // Small queries, so the probabilities spread over many positions (a softmax
+                // that picks one position would give heads the same output).
+                let queries: alloc::vec::Vec<f32> = f16_values(group * head_dim, 23 + group as u64)
+                    .into_iter()
+                    .map(|q| q / 256.0)
+                    .collect();
+                let mut single = AttentionScratch::new(capacity, head_dim);
+                let mut shared = AttentionScratch::for_group(capacity, head_dim, group);
+                // Lengths below, at and past multiples of 16 and 64, and a full context.
+                for pos in [0, 14, 15, 16, 40, 63, 64, 65, 100, 127, 128, 131, 159] {
+                    let n_kv = padded_kv_len(pos, capacity);
+                    for order in [SumOrder::Decode, SumOrder::Batch] {
+                        let mut expected = alloc::vec![0.0f32; group * head_dim];
+                        for (query, out) in queries
+                            .chunks_exact(head_dim)
+                            .zip(expected.chunks_exact_mut(head_dim))
+                        {
+                            attend(
+                                SimdLevel::Scalar,
+                                order,
+                                query,
+                                &keys,
+                                &values,
+                                pos,
+                                n_kv,
+                                &mut single,
+                                out,
+                            );
+                        }
+                        if group > 1 && pos > 0 {
+                            let heads: alloc::vec::Vec<&[f32]> =
+                                expected.chunks_exact(head_dim).collect();
+                            for (h, head) in heads.iter().enumerate() {
+                                assert!(
+                                    heads[..h].iter().all(|other| other != head),
+                                    "heads {h} and another agree: the test could not see a swap"
+                                );
+                            }
+                        }
+                        for &level in &levels {
+                            let mut got = alloc::vec![f32::NAN; group * head_dim];
+                            attend_group(
+                                level,
+                                order,
+                                &queries,
+                                &keys,
+                                &values,
+                                pos,
+                                n_kv,
+                                &mut shared,
+                                &mut got,
+                            );
+                            for (d, (a, b)) in expected.iter().zip(&got).enumerate() {
+                                assert_eq!(
+                                    a.to_bits(),
+                                    b.to_bits(),
+                                    "{level:?} {order:?} head {head_dim} group {group} pos {pos}: \
+                                     head {} element {}",
+                                    d / head_dim,
+                                    d % head_dim
+                                );
+                            }
+                        }
                     }
                 }
             }

@@ -8,7 +8,7 @@
 //! chunk would have alone. So a sequence's logits are bit-identical to running it alone with
 //! the same chunking (`max_batch` equal to the chunk size).
 
-use super::attention::{AttentionScratch, SumOrder, attend, padded_kv_len};
+use super::attention::{AttentionScratch, SumOrder, attend_group, padded_kv_len};
 use super::layer::{RowBuffers, widest_run};
 use super::math::{rms_norm, rope_angles};
 use super::products::load_and_run_products;
@@ -73,7 +73,13 @@ impl Model {
             act_out: Activations::with_level(max_spans, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_rows * c.head_dim / 2],
             attention: (0..max_spans)
-                .map(|_| AttentionScratch::new(capacity.max(1), c.head_dim))
+                .map(|_| {
+                    AttentionScratch::for_group(
+                        capacity.max(1),
+                        c.head_dim,
+                        c.n_heads / c.n_kv_heads,
+                    )
+                })
                 .collect(),
         }
     }
@@ -266,8 +272,8 @@ impl Model {
     }
 
     /// One span's part of a layer's attention: RoPE on its queries and keys, its keys and values
-    /// into its context's cache, then every head of every token over that cache, each token's
-    /// heads straight into its row of `out`.
+    /// into its context's cache, then every token's query heads over that cache, one group of
+    /// heads sharing a KV head at a time, each token's heads straight into its row of `out`.
     fn attend_span(
         &self,
         layer_index: usize,
@@ -278,6 +284,7 @@ impl Model {
     ) {
         let c = &self.config;
         let (q_dim, kv_dim, half) = (c.q_dim(), c.kv_dim(), c.head_dim / 2);
+        let group_dim = (c.n_heads / c.n_kv_heads) * c.head_dim;
         let (start, n) = (ctx.position, rows.q.len() / q_dim);
         let order = if n > 1 {
             SumOrder::Batch
@@ -304,21 +311,20 @@ impl Model {
         for i in 0..n {
             let pos = start + i;
             let write = |row: &mut [f32]| {
-                for head in 0..c.n_heads {
-                    let kv_head = head / (c.n_heads / c.n_kv_heads);
+                for kv_head in 0..c.n_kv_heads {
                     let at = ctx.cache_offset(layer_index, kv_head, 0);
                     let cached = at..at + (pos + 1) * c.head_dim;
-                    let query = head * c.head_dim..(head + 1) * c.head_dim;
-                    attend(
+                    let heads = kv_head * group_dim..(kv_head + 1) * group_dim;
+                    attend_group(
                         self.kernels.level(),
                         order,
-                        &rows.q[i * q_dim..][query.clone()],
+                        &rows.q[i * q_dim..][heads.clone()],
                         &ctx.keys[cached.clone()],
                         &ctx.values[cached],
                         pos,
                         n_kv,
                         scratch,
-                        &mut row[query],
+                        &mut row[heads],
                     );
                 }
             };

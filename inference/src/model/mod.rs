@@ -32,7 +32,7 @@ use crate::gguf::Gguf;
 use crate::kernels::{Activations, Fill, Kernels, RowFiller};
 use crate::parallel::{Executor, Serial, TaskIndex, WorkerIndex};
 use alloc::vec::Vec;
-use attention::{AttentionScratch, attend, padded_kv_len};
+use attention::{AttentionScratch, attend_group, padded_kv_len};
 use layer::{RowBuffers, widest_run};
 use math::{Math, rms_norm, rope_angles};
 use products::{load_and_run_products, staging_len};
@@ -189,27 +189,26 @@ impl Model {
                 }
                 ctx.store_kv(&self.math, layer_index, start + t, t);
             }
+            let group_dim = (c.n_heads / c.n_kv_heads) * c.head_dim;
             for t in first..n {
                 let pos = start + t;
-                for head in 0..c.n_heads {
-                    let kv_head = head / (c.n_heads / c.n_kv_heads);
+                // The query heads sharing a KV head attend together.
+                for kv_head in 0..c.n_kv_heads {
                     let at = ctx.cache_offset(layer_index, kv_head, 0);
                     let rows = at..at + (pos + 1) * c.head_dim;
                     let (keys, values) = (&ctx.keys[rows.clone()], &ctx.values[rows]);
-                    let query =
-                        &ctx.rows.q.as_slice()[t * q_dim + head * c.head_dim..][..c.head_dim];
-                    let out = &mut ctx.rows.att.as_mut_slice()[t * q_dim + head * c.head_dim..]
-                        [..c.head_dim];
-                    attend(
+                    let heads =
+                        t * q_dim + kv_head * group_dim..t * q_dim + (kv_head + 1) * group_dim;
+                    attend_group(
                         self.kernels.level(),
                         order,
-                        query,
+                        &ctx.rows.q.as_slice()[heads.clone()],
                         keys,
                         values,
                         pos,
                         n_kv,
                         &mut ctx.scratch,
-                        out,
+                        &mut ctx.rows.att.as_mut_slice()[heads],
                     );
                 }
             }
@@ -293,7 +292,7 @@ impl Context {
             rows: RowBuffers::new(c, level, max_batch, staging_len(max_batch, widest_run(c))),
             act_out: Activations::with_level(1, c.dim, level),
             angles: alloc::vec![(0.0, 0.0); max_batch * c.head_dim / 2],
-            scratch: AttentionScratch::new(capacity, c.head_dim),
+            scratch: AttentionScratch::for_group(capacity, c.head_dim, c.n_heads / c.n_kv_heads),
             logits: alloc::vec![0.0; c.vocab_size],
         }
     }
