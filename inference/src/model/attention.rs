@@ -277,8 +277,11 @@ mod wide {
     use core::arch::x86_64::*;
     use core::ops::Range;
 
-    /// The most heads one pass over the keys or values serves: three heads' queries (twelve
-    /// registers) and partial sums still fit the 32 vector registers beside the keys.
+    /// The most heads one pass over the keys or values serves. With three, the queries take
+    /// twelve of the 32 vector registers and each head's pending tree levels up to four more,
+    /// so the dot products already spill a few partial sums per 16 keys (stores and loads,
+    /// beside the widening and FMA ports that bound the kernel); a fourth head would spill its
+    /// queries too. Bigger groups are split into runs ([`head_runs`]).
     pub(super) const MOST_SHARED: usize = 3;
 
     /// `0..heads` split into runs of at most [`MOST_SHARED`] heads, as even as possible.
@@ -303,27 +306,14 @@ mod wide {
         unsafe { _mm512_cvtph_ps(_mm256_loadu_si256(bits.as_ptr().cast::<__m256i>())) }
     }
 
-    /// `a + b` per head.
-    ///
-    /// # Safety
-    /// The CPU must have AVX-512F.
-    #[inline(always)]
-    unsafe fn added<const G: usize>(mut a: [__m512; G], b: [__m512; G]) -> [__m512; G] {
-        for (a, b) in a.iter_mut().zip(b) {
-            // SAFETY: AVX-512F by the contract.
-            *a = unsafe { _mm512_add_ps(*a, b) };
-        }
-        a
-    }
-
     /// Sixteen positions at a time when the head size is 64 (one 64-element step of the decode
     /// order, or four 16-lane steps of the batch order), each key widened once for up to
     /// [`MOST_SHARED`] heads: the per-lane sums of each position are formed vertically, then
     /// the sixteen 16-lane trees of `reduce16` run side by side with shuffles, level by level,
     /// so every addition is the reference's (float addition is commutative, so which operand a
-    /// shuffle puts first does not change a bit). The values are weighted the same way, sixteen
-    /// output columns at a time. Other head sizes and the last `valid % 16` positions' dot
-    /// products take the reference path.
+    /// shuffle puts first does not change a bit). The values are weighted per lane row for all
+    /// the run's heads, half a row (32 outputs) per pass. Other head sizes and the last
+    /// `valid % 16` positions' dot products take the reference path.
     pub(super) struct Avx512Dots;
 
     impl Dots for Avx512Dots {
@@ -427,9 +417,8 @@ mod wide {
 
     /// The dot products of each of `G` queries (64 values) with 16 consecutive keys (64 f16
     /// bits each) in the batch order if `BATCH`, else in the decode order, lane `i` holding key
-    /// `i`'s; each key is widened once for every head. The
-    /// tree's levels are formed as soon as both their halves are ready ([`sums8`] and below), so
-    /// few partial sums are live at once.
+    /// `i`'s; each key is widened once for every head. The tree's levels are formed as soon as
+    /// both their halves are ready ([`sums8`] and below), so few partial sums are live at once.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -466,6 +455,7 @@ mod wide {
     /// The two halves of `2 N` rows.
     #[inline(always)]
     fn halves_of<T, const N: usize, const M: usize>(rows: &[T; M]) -> [&[T; N]; 2] {
+        const { assert!(2 * N == M) };
         let (halves, _) = rows.as_chunks::<N>();
         [&halves[0], &halves[1]]
     }
@@ -617,9 +607,10 @@ mod wide {
     /// [`weighted_values_reference`](super::weighted_values_reference) for `G` heads of 64
     /// sharing the values (at least `valid` rows; each head's `probs`, `valid` of them): the
     /// same additions in the same order per head (products of f16 values are exact in f32, so
-    /// a fused multiply-add is the reference's `acc + prob * v`). Sixteen output columns at a
-    /// time, so a lane row's accumulators for every head stay in registers; each sixteen
-    /// values are widened once for all the heads.
+    /// a fused multiply-add is the reference's `acc + prob * v`). [`PASS`] quarters of the
+    /// output at a time, so a lane row's accumulators for every head stay in registers (the
+    /// sixteen combined rows wait in a small array for the tree); each sixteen values are
+    /// widened once for all the heads.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -635,16 +626,16 @@ mod wide {
         let lanes = if batch_order { 16 } else { 64 };
         let vector_end = if batch_order { n_kv } else { n_kv / 64 * 64 };
         let summed = valid.min(vector_end);
-        for j in 0..4 {
+        for pass in 0..4 / PASS {
             let lane = |r: usize| LaneRow {
                 first: r,
                 end: summed,
                 step: lanes,
-                column: j,
+                pass,
             };
             // SAFETY: AVX-512F by the contract.
             unsafe {
-                let mut rows = [[_mm512_setzero_ps(); G]; 16];
+                let mut rows = [[[_mm512_setzero_ps(); PASS]; G]; 16];
                 for (l, row) in rows.iter_mut().enumerate() {
                     *row = if batch_order {
                         lane_row(probs, values, lane(l))
@@ -664,51 +655,97 @@ mod wide {
                     };
                 }
                 // The 16-lane tree of `reduce16` across the rows: halves, quarters, then
-                // (0 + 2) + (1 + 3).
-                for width in [8, 4] {
-                    for l in 0..width {
-                        rows[l] = added(rows[l], rows[l + width]);
-                    }
-                }
-                let total = added(added(rows[0], rows[2]), added(rows[1], rows[3]));
+                // (0 + 2) + (1 + 3), each sum formed as soon as its operands are (read from
+                // the rows once, kept in registers).
+                let half = |l: usize| added(rows[l], rows[l + 8]);
+                let fourth = |l: usize| added(half(l), half(l + 4));
+                let total = added(added(fourth(0), fourth(2)), added(fourth(1), fourth(3)));
+                let quarters = pass * PASS..(pass + 1) * PASS;
                 if batch_order {
                     for (out, total) in out.iter_mut().zip(total) {
-                        _mm512_storeu_ps(out.as_chunks_mut::<16>().0[j].as_mut_ptr(), total);
+                        let out = &mut out.as_chunks_mut::<16>().0[quarters.clone()];
+                        for (out, total) in out.iter_mut().zip(total) {
+                            _mm512_storeu_ps(out.as_mut_ptr(), total);
+                        }
                     }
                     continue;
                 }
                 // Positions past the last whole 64 are added in f64, one after another.
-                let mut tail = [[_mm512_setzero_pd(); 2]; G];
+                let mut tail = [[[_mm512_setzero_pd(); 2]; PASS]; G];
                 for (tail, total) in tail.iter_mut().zip(total) {
-                    *tail = widened_halves(total);
+                    for (tail, total) in tail.iter_mut().zip(total) {
+                        *tail = widened_halves(total);
+                    }
                 }
                 for p in vector_end..valid {
-                    let v = widened16(quarter(&values[p], j));
+                    let v = pass_values(&values[p], pass);
                     for (tail, probs) in tail.iter_mut().zip(probs) {
-                        let [low, high] =
-                            widened_halves(_mm512_mul_ps(_mm512_set1_ps(probs[p]), v));
-                        tail[0] = _mm512_add_pd(tail[0], low);
-                        tail[1] = _mm512_add_pd(tail[1], high);
+                        let prob = _mm512_set1_ps(probs[p]);
+                        for (tail, v) in tail.iter_mut().zip(v) {
+                            let [low, high] = widened_halves(_mm512_mul_ps(prob, v));
+                            tail[0] = _mm512_add_pd(tail[0], low);
+                            tail[1] = _mm512_add_pd(tail[1], high);
+                        }
                     }
                 }
                 for (out, tail) in out.iter_mut().zip(tail) {
-                    let eighths = out.as_chunks_mut::<8>().0;
-                    for (eighth, sum) in eighths[2 * j..2 * j + 2].iter_mut().zip(tail) {
-                        _mm256_storeu_ps(eighth.as_mut_ptr(), _mm512_cvtpd_ps(sum));
+                    let eighths = &mut out.as_chunks_mut::<8>().0[2 * quarters.start..];
+                    for (eighth, sum) in eighths.iter_mut().zip(tail.as_flattened()) {
+                        _mm256_storeu_ps(eighth.as_mut_ptr(), _mm512_cvtpd_ps(*sum));
                     }
                 }
             }
         }
     }
 
-    /// Which positions and columns a lane row sums: `first, first + step, ... < end`, columns
-    /// `16 column..16 column + 16`.
+    /// Output quarters (16 values each) one pass over the values sums: two, so a pass reads a
+    /// 64-byte half of each value row, and a lane row's accumulators for three heads (six),
+    /// two partial rows waiting to be added (twelve) and the widened values (two) fit the 32
+    /// registers.
+    const PASS: usize = 2;
+
+    /// Per head, [`PASS`] quarters of the output (or of a partial sum of it).
+    type Quarters<const G: usize> = [[__m512; PASS]; G];
+
+    /// `a + b` for every head and quarter.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn added<const G: usize>(mut a: Quarters<G>, b: Quarters<G>) -> Quarters<G> {
+        for (a, b) in a.iter_mut().zip(b) {
+            for (a, b) in a.iter_mut().zip(b) {
+                // SAFETY: AVX-512F by the contract.
+                *a = unsafe { _mm512_add_ps(*a, b) };
+            }
+        }
+        a
+    }
+
+    /// The quarters of a value row that pass `pass` sums, widened.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn pass_values(row: &[u16; 64], pass: usize) -> [__m512; PASS] {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let mut v = [_mm512_setzero_ps(); PASS];
+            for (c, v) in v.iter_mut().enumerate() {
+                *v = widened16(quarter(row, pass * PASS + c));
+            }
+            v
+        }
+    }
+
+    /// Which positions and output quarters a lane row sums: `first, first + step, ... < end`,
+    /// the quarters of pass `pass`.
     #[derive(Clone, Copy)]
     struct LaneRow {
         first: usize,
         end: usize,
         step: usize,
-        column: usize,
+        pass: usize,
     }
 
     /// Per head, `prob * v` over a lane row's positions in order, from +0.
@@ -720,14 +757,17 @@ mod wide {
         probs: &[&[f32]; G],
         values: &[[u16; 64]],
         row: LaneRow,
-    ) -> [__m512; G] {
+    ) -> Quarters<G> {
         // SAFETY: AVX-512F by the contract.
         unsafe {
-            let mut acc = [_mm512_setzero_ps(); G];
+            let mut acc = [[_mm512_setzero_ps(); PASS]; G];
             for p in (row.first..row.end).step_by(row.step) {
-                let v = widened16(quarter(&values[p], row.column));
+                let v = pass_values(&values[p], row.pass);
                 for (acc, probs) in acc.iter_mut().zip(probs) {
-                    *acc = _mm512_fmadd_ps(_mm512_set1_ps(probs[p]), v, *acc);
+                    let prob = _mm512_set1_ps(probs[p]);
+                    for (acc, v) in acc.iter_mut().zip(v) {
+                        *acc = _mm512_fmadd_ps(prob, v, *acc);
+                    }
                 }
             }
             acc
@@ -1057,8 +1097,9 @@ mod tests {
                 .into_iter()
                 .filter(|level| SimdLevel::detect() >= *level)
                 .collect();
-        let capacity = 160;
-        for head_dim in [64, 48] {
+        // A context of 90 positions makes a batch step's `n_kv` 90 at the end, which takes the
+        // decode order.
+        for (head_dim, capacity) in [(64, 160), (64, 90), (48, 160)] {
             let keys = f16_bits(capacity * head_dim, 21);
             let values = f16_bits(capacity * head_dim, 22);
             for group in [1, 2, 3, 4, 7] {
@@ -1071,7 +1112,8 @@ mod tests {
                 let mut single = AttentionScratch::new(capacity, head_dim);
                 let mut shared = AttentionScratch::for_group(capacity, head_dim, group);
                 // Lengths below, at and past multiples of 16 and 64, and a full context.
-                for pos in [0, 14, 15, 16, 40, 63, 64, 65, 100, 127, 128, 131, 159] {
+                let lengths = [0, 14, 15, 16, 40, 63, 64, 65, 89, 100, 127, 128, 131, 159];
+                for pos in lengths.into_iter().filter(|&pos| pos < capacity) {
                     let n_kv = padded_kv_len(pos, capacity);
                     for order in [SumOrder::Decode, SumOrder::Batch] {
                         let mut expected = alloc::vec![0.0f32; group * head_dim];
