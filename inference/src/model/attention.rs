@@ -245,6 +245,7 @@ pub fn attend_group(
     scratch: &mut AttentionScratch,
     out: &mut [f32],
 ) {
+    debug_assert!(queries.len() == out.len() && queries.len() <= scratch.queries.len());
     #[cfg(target_arch = "x86_64")]
     match level {
         SimdLevel::Avx512 => {
