@@ -1,7 +1,8 @@
-//! Attention of one query head over a KV cache stored as f16, reproducing how llama.cpp's CPU
-//! backend rounds and sums (flash attention off): the query and the softmax probabilities are
-//! rounded to f16 like the cached keys and values, so every product is exact in f32 and only the
-//! summation order matters. That order depends on the path llama.cpp takes:
+//! Attention of the query heads that share a KV head (grouped-query attention) over a KV cache
+//! stored as f16, each head exactly as alone, reproducing how llama.cpp's CPU backend rounds and
+//! sums (flash attention off): the query and the softmax probabilities are rounded to f16 like
+//! the cached keys and values, so every product is exact in f32 and only the summation order
+//! matters. That order depends on the path llama.cpp takes:
 //! - one token per step (decode): `ggml_vec_dot_f16`, four 16-lane accumulators over 64-element
 //!   steps, combined `(0+2)+(1+3)`, then a 16-lane tree; a tail past the last 64 in f64.
 //! - several tokens per step (prompt): llamafile's tinyBLAS, one 16-lane accumulator, then the
