@@ -804,7 +804,19 @@ mod wide {
         scratch: &mut AttentionScratch,
         out: &mut [f32],
     ) {
+        prefetch_to_l2(&values[..values.len().min((pos + 1) * 64)]);
         attend_generic::<HardFma, Avx512Dots>(order, queries, keys, values, pos, n_kv, scratch, out)
+    }
+
+    /// Asks for `bits` in the L2 cache. A KV head's values are read only after its dot
+    /// products and softmax, and by lane rows, positions 64 apart, which the hardware
+    /// prefetchers do not follow: fetched while the keys are being used, they wait in L2.
+    #[inline(always)]
+    fn prefetch_to_l2(bits: &[u16]) {
+        for line in bits.chunks(32) {
+            // SAFETY: a prefetch of an address inside the slice; it reads nothing architecturally.
+            unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
+        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
