@@ -108,16 +108,18 @@ struct Shape {
 /// sums of the values; `F` widens the keys and values. By default one head at a time.
 trait Dots {
     /// Head `h`'s products (its query is `queries[h * head_dim..][..head_dim]`) into
-    /// `scores[h * stride..][..valid]`.
+    /// `scores[h * stride..][..valid]`. `values` are the rows [`Self::weighted_values`] reads
+    /// next, which an implementation may ask the memory for while it works on the keys.
     #[inline(always)]
     fn dots<F: Fma>(
         order: SumOrder,
         shape: Shape,
         queries: &[f32],
-        keys: &[u16],
+        (keys, values): (&[u16], &[u16]),
         valid: usize,
         scores: &mut [f32],
     ) {
+        let _ = values;
         for (query, scores) in queries
             .chunks_exact(shape.head_dim)
             .zip(scores.chunks_exact_mut(shape.stride))
@@ -324,16 +326,36 @@ mod wide {
             order: SumOrder,
             shape: Shape,
             queries: &[f32],
-            keys: &[u16],
+            (keys, values): (&[u16], &[u16]),
             valid: usize,
             scores: &mut [f32],
         ) {
             if shape.head_dim != 64 {
-                return PlainDots::dots::<F>(order, shape, queries, keys, valid, scores);
+                return PlainDots::dots::<F>(order, shape, queries, (keys, values), valid, scores);
             }
             let queries = queries.as_chunks::<64>().0;
             let blocks = keys[..valid * 64].as_chunks::<64>().0.as_chunks::<16>().0;
+            // The weighted sum reads the values by lane rows, positions 64 apart, which the
+            // hardware prefetchers do not follow (it waited on memory more than it computed):
+            // each block's sixteen value rows are asked for in L2 as its keys are used, paced
+            // so the requests overlap the arithmetic instead of filling the miss queues at once.
+            let value_lines = values[..values.len().min(valid * 64)].chunks(32);
+            let mut value_lines = value_lines.map(|line| line.as_ptr());
             for (block, block_keys) in blocks.iter().enumerate() {
+                // The keys two blocks on, into L1 (a small further gain over the hardware
+                // prefetchers, which each KV head's short stream barely trains).
+                if let Some(next) = blocks.get(block + 2) {
+                    for line in next.as_flattened().chunks(32) {
+                        // SAFETY: an address inside `keys`; a prefetch reads nothing
+                        // architecturally.
+                        unsafe { _mm_prefetch::<_MM_HINT_T0>(line.as_ptr().cast()) };
+                    }
+                }
+                for line in value_lines.by_ref().take(32) {
+                    // SAFETY: an address inside `values`; a prefetch reads nothing
+                    // architecturally.
+                    unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast()) };
+                }
                 for run in head_runs(shape.heads) {
                     let (queries, at) = (&queries[run.clone()], (block * 16, shape.stride));
                     let scores = &mut scores[run.start * shape.stride..];
@@ -346,6 +368,10 @@ mod wide {
                         }
                     }
                 }
+            }
+            for line in value_lines {
+                // SAFETY: as above.
+                unsafe { _mm_prefetch::<_MM_HINT_T1>(line.cast()) };
             }
             let whole = blocks.len() * 16;
             for (query, scores) in queries.iter().zip(scores.chunks_exact_mut(shape.stride)) {
@@ -804,19 +830,7 @@ mod wide {
         scratch: &mut AttentionScratch,
         out: &mut [f32],
     ) {
-        prefetch_to_l2(&values[..values.len().min((pos + 1) * 64)]);
         attend_generic::<HardFma, Avx512Dots>(order, queries, keys, values, pos, n_kv, scratch, out)
-    }
-
-    /// Asks for `bits` in the L2 cache. A KV head's values are read only after its dot
-    /// products and softmax, and by lane rows, positions 64 apart, which the hardware
-    /// prefetchers do not follow: fetched while the keys are being used, they wait in L2.
-    #[inline(always)]
-    fn prefetch_to_l2(bits: &[u16]) {
-        for line in bits.chunks(32) {
-            // SAFETY: a prefetch of an address inside the slice; it reads nothing architecturally.
-            unsafe { _mm_prefetch::<_MM_HINT_T1>(line.as_ptr().cast()) };
-        }
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -874,7 +888,14 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
         &mut scores[..shape.heads * stride],
         &mut probs_f16[..shape.heads * stride],
     );
-    D::dots::<F>(order, shape, &rounded[..group], keys, valid, scores);
+    D::dots::<F>(
+        order,
+        shape,
+        &rounded[..group],
+        (keys, values),
+        valid,
+        scores,
+    );
     for (scores, probs_f16) in scores
         .chunks_exact_mut(stride)
         .zip(probs_f16.chunks_exact_mut(stride))
@@ -1056,12 +1077,17 @@ mod tests {
                             order,
                             shape,
                             &queries,
-                            &keys,
+                            (&keys, &keys),
                             len,
                             &mut expected,
                         );
                         wide::Avx512Dots::dots::<SoftFma>(
-                            order, shape, &queries, &keys, len, &mut got,
+                            order,
+                            shape,
+                            &queries,
+                            (&keys, &keys),
+                            len,
+                            &mut got,
                         );
                         for h in 0..heads {
                             let row = h * stride..h * stride + len;
