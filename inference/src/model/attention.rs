@@ -104,8 +104,9 @@ struct Shape {
 }
 
 /// The raw dot products of each (f16-rounded) query of a group with the keys (f16 bits) of
-/// positions `0..valid`, each in the order [`ordered_dot`] defines, and the probability-weighted
-/// sums of the values; `F` widens the keys and values. By default one head at a time.
+/// positions `0..valid`, each in the order [`ordered_dot`] defines, each head's softmax of them,
+/// and the probability-weighted sums of the values; `F` widens the keys and values. By default
+/// one head at a time, with the scalar reference's operations.
 trait Dots {
     /// Head `h`'s products (its query is `queries[h * head_dim..][..head_dim]`) into
     /// `scores[h * stride..][..valid]`. `values` are the rows [`Self::weighted_values`] reads
@@ -153,6 +154,46 @@ trait Dots {
                 out,
             );
         }
+    }
+
+    /// One head's probabilities from its raw `scores` (a row of the scratch; the first `valid`
+    /// are the dot products, scaled here in place) into `probs_f16[..valid]`, with `probs` (at
+    /// least `n_kv` long) for the unrounded numerators: [`probabilities_reference`]'s bits.
+    #[inline(always)]
+    fn probabilities<F: Fma>(
+        scale: f32,
+        lengths: (usize, usize),
+        scores: &mut [f32],
+        probs: &mut [f32],
+        probs_f16: &mut [f32],
+    ) {
+        probabilities_reference::<F>(scale, lengths, scores, probs, probs_f16)
+    }
+}
+
+/// One head's softmax as ggml_vec_soft_max_f32 forms it, the reference for
+/// [`Dots::probabilities`]: the scores scaled in place and their maximum (NaN scores skipped by
+/// `>`), the exponentials' sum ([`softmax_exp_generic`](super::math::softmax_exp_generic)),
+/// then each probability rounded to f16.
+#[inline(always)]
+fn probabilities_reference<F: Fma>(
+    scale: f32,
+    (valid, n_kv): (usize, usize),
+    scores: &mut [f32],
+    probs: &mut [f32],
+    probs_f16: &mut [f32],
+) {
+    let mut max = f32::NEG_INFINITY;
+    for w in &mut scores[..valid] {
+        *w *= scale;
+        if *w > max {
+            max = *w;
+        }
+    }
+    let sum = super::math::softmax_exp_generic::<F>(scores, valid, n_kv, max, probs);
+    let inverse = (1.0 / sum) as f32;
+    for (p16, &p) in probs_f16[..valid].iter_mut().zip(&probs[..valid]) {
+        *p16 = F::round_f16(p * inverse);
     }
 }
 
@@ -277,7 +318,7 @@ mod wide {
     //! not inherit its target features and would stay calls, their vectors passed in memory).
 
     use super::{AttentionScratch, Dots, PlainDots, Shape, SumOrder, attend_generic, plain_dots};
-    use crate::model::math::{Fma, HardFma};
+    use crate::model::math::{Fma, HardFma, wide16};
     use core::arch::x86_64::*;
     use core::ops::Range;
 
@@ -317,7 +358,8 @@ mod wide {
     /// so every addition is the reference's (float addition is commutative, so which operand a
     /// shuffle puts first does not change a bit). The values are weighted per lane row for all
     /// the run's heads, half a row (32 outputs) per pass. Other head sizes and the last
-    /// `valid % 16` positions' dot products take the reference path.
+    /// `valid % 16` positions' dot products take the reference path. The softmax (scale,
+    /// maximum, exponentials, sum, f16 rounding) runs sixteen lanes at a time, any head size.
     pub(super) struct Avx512Dots;
 
     impl Dots for Avx512Dots {
@@ -407,6 +449,92 @@ mod wide {
                         _ => weighted_run::<MOST_SHARED>(order, probs, value_rows, lengths, out),
                     }
                 }
+            }
+        }
+
+        #[inline(always)]
+        fn probabilities<F: Fma>(
+            scale: f32,
+            (valid, n_kv): (usize, usize),
+            scores: &mut [f32],
+            probs: &mut [f32],
+            probs_f16: &mut [f32],
+        ) {
+            // SAFETY: only reached from `attend_avx512`, whose caller checked AVX-512F.
+            let max = unsafe { scaled_max(&mut scores[..valid], scale) };
+            // SAFETY: as above.
+            let sum = unsafe { wide16::softmax_exp(scores, valid, n_kv, max, probs) };
+            let inverse = (1.0 / sum) as f32;
+            // SAFETY: as above.
+            unsafe { rounded_f16(&probs[..valid], inverse, &mut probs_f16[..valid]) };
+        }
+    }
+
+    /// Sixteen lanes of `row` from `at`, the first `live` of them (at most 16; the rest +0,
+    /// and not read).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F, and `at + live <= row.len()`.
+    #[inline(always)]
+    unsafe fn load_live(row: &[f32], at: usize, live: usize) -> (__m512, __mmask16) {
+        let mask = ((1u32 << live.min(16)) - 1) as __mmask16;
+        // SAFETY: the masked lanes are neither read nor faulted on; the others lie in `row` by
+        // the contract, as does `at` itself when `live > 0` (and no lane is read otherwise).
+        // AVX-512F by the contract.
+        unsafe {
+            (
+                _mm512_maskz_loadu_ps(mask, row.as_ptr().wrapping_add(at)),
+                mask,
+            )
+        }
+    }
+
+    /// The scores scaled in place (`w * scale`, as the reference) and their maximum, sixteen
+    /// at a time with `vmaxps(w, max)`, which is `w > max ? w : max` per lane: a NaN score is
+    /// skipped as the reference's `>` skips it, and the running maxima never hold a NaN, so
+    /// the horizontal maximum has the reference's value. Only its sign can differ, when it is
+    /// a zero and the row holds both zeros (each order keeps another of the equal zeros).
+    /// That sign cannot change a bit of the softmax: the maximum only enters as `w - max`,
+    /// which for a zero maximum is `w` whatever its sign unless `w` is a zero too, and then
+    /// `±0 - ±0` is a zero whose exponential is exactly 1 in both `expf_ggml` and `expf` (the
+    /// tests sweep ±0 and rows whose maximum is either zero).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn scaled_max(scores: &mut [f32], scale: f32) -> f32 {
+        // SAFETY: every chunk lies in `scores` (the last one's live lanes too); AVX-512F by
+        // the contract.
+        unsafe {
+            let scale = _mm512_set1_ps(scale);
+            let mut max = _mm512_set1_ps(f32::NEG_INFINITY);
+            for at in (0..scores.len()).step_by(16) {
+                let (w, mask) = load_live(scores, at, scores.len() - at);
+                let w = _mm512_mul_ps(w, scale);
+                _mm512_mask_storeu_ps(scores.as_mut_ptr().add(at), mask, w);
+                max = _mm512_mask_max_ps(max, mask, w, max);
+            }
+            _mm512_reduce_max_ps(max)
+        }
+    }
+
+    /// `out[i] = round_f16(probs[i] * inverse)` (nearest even), sixteen at a time.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn rounded_f16(probs: &[f32], inverse: f32, out: &mut [f32]) {
+        let len = probs.len().min(out.len());
+        // SAFETY: every chunk lies in both slices (the last one's live lanes too); AVX-512F
+        // by the contract. The conversion rounds to nearest even, as `round_f16` does.
+        unsafe {
+            let inverse = _mm512_set1_ps(inverse);
+            for at in (0..len).step_by(16) {
+                let (p, mask) = load_live(probs, at, len - at);
+                let half = _mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                    _mm512_mul_ps(p, inverse),
+                );
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at), mask, _mm512_cvtph_ps(half));
             }
         }
     }
@@ -900,18 +1028,7 @@ fn attend_generic<F: super::math::Fma, D: Dots>(
         .chunks_exact_mut(stride)
         .zip(probs_f16.chunks_exact_mut(stride))
     {
-        let mut max = f32::NEG_INFINITY;
-        for w in &mut scores[..valid] {
-            *w *= scale;
-            if *w > max {
-                max = *w;
-            }
-        }
-        let sum = super::math::softmax_exp_generic::<F>(scores, valid, n_kv, max, probs);
-        let inverse = (1.0 / sum) as f32;
-        for (p16, &p) in probs_f16[..valid].iter_mut().zip(&probs[..valid]) {
-            *p16 = F::round_f16(p * inverse);
-        }
+        D::probabilities::<F>(scale, (valid, n_kv), scores, probs, probs_f16);
     }
     D::weighted_values::<F>(
         order,
@@ -1107,6 +1224,107 @@ mod tests {
         }
     }
 
+    /// The AVX-512 scale, maximum, exponentials, sum and f16 rounding of one head equal the
+    /// reference's bits at every `valid` (below 16, at and past multiples of 16) and `n_kv`
+    /// past it, for rows of spread-out scores, a row whose maximum is a zero of either sign
+    /// (and holds both zeros), and rows with NaN, infinite and huge scores.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lane_probabilities_equal_the_reference() {
+        if SimdLevel::detect() < SimdLevel::Avx512 {
+            return;
+        }
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+        fn wide_probabilities(
+            scale: f32,
+            lengths: (usize, usize),
+            scores: &mut [f32],
+            probs: &mut [f32],
+            probs_f16: &mut [f32],
+        ) {
+            wide::Avx512Dots::probabilities::<crate::model::math::HardFma>(
+                scale, lengths, scores, probs, probs_f16,
+            )
+        }
+        const CAPACITY: usize = 100;
+        let spread: alloc::vec::Vec<f32> = f16_values(CAPACITY, 31)
+            .into_iter()
+            .map(|v| v * 64.0)
+            .collect();
+        let mut zero_max: alloc::vec::Vec<f32> = spread.iter().map(|v| -v.abs() - 0.5).collect();
+        for (at, zero) in [
+            (3, -0.0),
+            (9, 0.0),
+            (17, 0.0),
+            (40, -0.0),
+            (41, 0.0),
+            (80, -0.0),
+        ] {
+            zero_max[at] = zero;
+        }
+        let mut zero_max_flipped = zero_max.clone();
+        for z in zero_max_flipped.iter_mut().filter(|z| **z == 0.0) {
+            *z = -*z;
+        }
+        let mut outliers = spread.clone();
+        outliers[2] = f32::NAN;
+        outliers[20] = f32::NEG_INFINITY;
+        outliers[33] = 1e30;
+        outliers[34] = -1e30;
+        let mut infinite = spread.clone();
+        infinite[50] = f32::INFINITY;
+        let rows = [spread, zero_max, zero_max_flipped, outliers, infinite];
+        for (r, row) in rows.iter().enumerate() {
+            for scale in [0.125, 1.0 / libm::sqrtf(48.0)] {
+                for valid in 1..=CAPACITY {
+                    let pads = [
+                        valid,
+                        valid.next_multiple_of(16),
+                        valid.next_multiple_of(32),
+                    ];
+                    for n_kv in pads.into_iter().chain([CAPACITY]).map(|n| n.min(CAPACITY)) {
+                        let mut want = (row.clone(), [0.0f32; CAPACITY], [0.0f32; CAPACITY]);
+                        let mut got = (row.clone(), [f32::NAN; CAPACITY], [f32::NAN; CAPACITY]);
+                        probabilities_reference::<SoftFma>(
+                            scale,
+                            (valid, n_kv),
+                            &mut want.0,
+                            &mut want.1,
+                            &mut want.2,
+                        );
+                        // SAFETY: AVX-512 was detected above.
+                        unsafe {
+                            wide_probabilities(
+                                scale,
+                                (valid, n_kv),
+                                &mut got.0,
+                                &mut got.1,
+                                &mut got.2,
+                            )
+                        };
+                        let named = [
+                            ("score", &want.0[..], &got.0[..]),
+                            ("numerator", &want.1[..], &got.1[..]),
+                            ("probability", &want.2[..], &got.2[..]),
+                        ];
+                        for (what, want, got) in named {
+                            for (p, (a, b)) in want[..valid].iter().zip(&got[..valid]).enumerate() {
+                                // Rust leaves the sign and payload of a NaN result unspecified
+                                // (the reference's own vary with how it is inlined): a NaN only
+                                // has to stay a NaN.
+                                assert!(
+                                    a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                                    "row {r} scale {scale} valid {valid} n_kv {n_kv}: {what} \
+                                     {p}: {a:e} vs {b:e}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[cfg(target_arch = "x86_64")]
     #[test]
     fn head_runs_cover_the_group_in_order_with_at_most_three_heads_each() {
@@ -1222,7 +1440,19 @@ mod tests {
         for (head_dim, capacity) in [(64, 96), (64, 90), (48, 96)] {
             let keys = f16_bits(capacity * head_dim, 1);
             let values = f16_bits(capacity * head_dim, 2);
-            for (seed, pos) in [(3, 0), (4, 14), (5, 15), (6, 16), (7, 33), (8, 63), (9, 89)] {
+            let positions = [
+                (3, 0),
+                (10, 5),
+                (4, 14),
+                (5, 15),
+                (6, 16),
+                (7, 33),
+                (11, 40),
+                (12, 47),
+                (8, 63),
+                (9, 89),
+            ];
+            for (seed, pos) in positions {
                 let query = f16_values(head_dim, seed);
                 for order in [SumOrder::Decode, SumOrder::Batch] {
                     let n_kv = padded_kv_len(pos, capacity);

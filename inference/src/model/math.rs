@@ -238,12 +238,180 @@ mod hard {
     pub fn rope(v: &mut [f32], cos_sin: &[(f32, f32)]) {
         super::rope_generic::<HardFma>(v, cos_sin)
     }
+
+    /// [`swiglu`] with the vector part sixteen lanes at a time (the same operations per lane),
+    /// the tail as in the reference.
+    #[target_feature(enable = "avx512f,fma,avx2")]
+    pub fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+        use core::arch::x86_64::{
+            _mm512_add_ps, _mm512_div_ps, _mm512_loadu_ps, _mm512_mul_ps, _mm512_set1_ps,
+            _mm512_setzero_ps, _mm512_storeu_ps, _mm512_sub_ps,
+        };
+        let len = gate.len().min(up.len()).min(out.len());
+        let vector_end = len / 16 * 16;
+        let lanes = gate[..vector_end]
+            .as_chunks::<16>()
+            .0
+            .iter()
+            .zip(up[..vector_end].as_chunks::<16>().0)
+            .zip(out[..vector_end].as_chunks_mut::<16>().0);
+        for ((gate, up), out) in lanes {
+            // SAFETY: each chunk holds sixteen f32 (64 bytes read or written); AVX-512F is
+            // enabled for this function, which is only called after CPUID reported it.
+            unsafe {
+                let x = _mm512_loadu_ps(gate.as_ptr());
+                let e = super::wide16::expf_ggml16(_mm512_sub_ps(_mm512_setzero_ps(), x));
+                let silu = _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e));
+                _mm512_storeu_ps(
+                    out.as_mut_ptr(),
+                    _mm512_mul_ps(silu, _mm512_loadu_ps(up.as_ptr())),
+                );
+            }
+        }
+        for i in vector_end..len {
+            let x = gate[i];
+            out[i] = x / (1.0 + libm::expf(-x)) * up[i];
+        }
+    }
+}
+
+/// Sixteen-lane AVX-512 forms of [`expf_ggml`], [`reduce16`] and [`softmax_exp_generic`]: each
+/// lane does the scalar code's operations in the same order, so every bit is the same (as
+/// llama.cpp's AVX-512 ggml_v_expf does the Arm routine's operations). Each function's contract
+/// is that the CPU has AVX-512F; they are `#[inline(always)]` so they compile into the
+/// `#[target_feature]` function that checked it.
+#[cfg(target_arch = "x86_64")]
+pub(super) mod wide16 {
+    use super::f;
+    use core::arch::x86_64::*;
+
+    /// `-x` for every lane: the sign bit flipped, as Rust's scalar negation does (`0 - x`
+    /// would give +0 for +0).
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn negated(x: __m512) -> __m512 {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let sign = _mm512_set1_epi32(i32::MIN);
+            _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), sign))
+        }
+    }
+
+    /// [`expf_ggml`](super::expf_ggml) of each lane, bit for bit.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    pub(in crate::model) unsafe fn expf_ggml16(x: __m512) -> __m512 {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let c = |bits: u32| _mm512_set1_ps(f(bits));
+            let r = c(0x4b40_0000);
+            let z = _mm512_fmadd_ps(x, c(0x3fb8_aa3b), r);
+            let n = _mm512_sub_ps(z, r);
+            let minus_n = negated(n);
+            let b = _mm512_fmadd_ps(
+                minus_n,
+                c(0x35bf_be8e),
+                _mm512_fmadd_ps(minus_n, c(0x3f31_7200), x),
+            );
+            let u = _mm512_mul_ps(b, b);
+            let j = _mm512_fmadd_ps(
+                _mm512_fmadd_ps(
+                    _mm512_fmadd_ps(c(0x3c07_2010), b, c(0x3d2b_9f17)),
+                    u,
+                    _mm512_fmadd_ps(c(0x3e2a_af33), b, c(0x3eff_fedb)),
+                ),
+                u,
+                _mm512_fmadd_ps(c(0x3f7f_fff6), b, _mm512_set1_ps(1.0)),
+            );
+            // `j * 2^n` rounded once, as `scale_by_power_of_two` forms it for |n| <= 192.
+            let scaled = _mm512_scalef_ps(j, n);
+            // |n| > 192: 0 or infinity by the sign of n. Ordered compares are false for a NaN
+            // n, which goes on to `scaled` as the scalar `>` lets it.
+            let out_of_range = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(_mm512_abs_ps(n), c(0x4340_0000));
+            let not_positive = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(n, _mm512_setzero_ps());
+            let limit = _mm512_mask_blend_ps(not_positive, c(0x7f80_0000), _mm512_setzero_ps());
+            _mm512_mask_blend_ps(out_of_range, scaled, limit)
+        }
+    }
+
+    /// [`reduce16`](super::reduce16) of the lanes: the same additions, operands in the same
+    /// order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    pub(in crate::model) unsafe fn reduce16(v: __m512) -> f32 {
+        // SAFETY: AVX-512F by the contract.
+        unsafe {
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v)));
+            let t3 = _mm256_add_ps(high, _mm512_castps512_ps256(v));
+            let t6 = _mm_add_ps(_mm256_extractf128_ps::<1>(t3), _mm256_castps256_ps128(t3));
+            // Lanes 0 and 1: t6[0] + t6[2] and t6[1] + t6[3].
+            let pairs = _mm_add_ps(t6, _mm_movehl_ps(t6, t6));
+            _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)))
+        }
+    }
+
+    /// [`softmax_exp_generic`](super::softmax_exp_generic) with sixteen exponentials per
+    /// instruction: the chunk past `valid` loaded under a mask (its masked lanes are +0, as the
+    /// reference's), the positions past the last whole 16 of `n` one by one with `expf` as
+    /// there. `w` must hold `valid` scores and `out` the `n` positions.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    pub(in crate::model) unsafe fn softmax_exp(
+        w: &[f32],
+        valid: usize,
+        n: usize,
+        max: f32,
+        out: &mut [f32],
+    ) -> f64 {
+        let (valid, n) = (valid.min(w.len()), n.min(out.len()));
+        let mut sum = 0.0f64;
+        let vector_end = n / 16 * 16;
+        // SAFETY: AVX-512F by the contract.
+        let max16 = unsafe { _mm512_set1_ps(max) };
+        for (chunk, out) in out[..vector_end]
+            .as_chunks_mut::<16>()
+            .0
+            .iter_mut()
+            .enumerate()
+        {
+            let start = chunk * 16;
+            if start >= valid {
+                break;
+            }
+            let live = (valid - start).min(16);
+            let mask = ((1u32 << live) - 1) as __mmask16;
+            // SAFETY: `start < valid <= w.len()`, and the masked load touches only the `live`
+            // scores from there (masked lanes are not read); `out` holds the 64 bytes stored.
+            // AVX-512F by the contract.
+            unsafe {
+                let x = _mm512_maskz_loadu_ps(mask, w.as_ptr().add(start));
+                let lanes = _mm512_maskz_mov_ps(mask, expf_ggml16(_mm512_sub_ps(x, max16)));
+                _mm512_storeu_ps(out.as_mut_ptr(), lanes);
+                sum += f64::from(reduce16(lanes));
+            }
+        }
+        for i in vector_end..valid.min(n) {
+            let value = libm::expf(w[i] - max);
+            sum += f64::from(value);
+            out[i] = value;
+        }
+        sum
+    }
 }
 
 /// The element-wise operations at one SIMD level.
 #[derive(Debug, Clone, Copy)]
 pub struct Math {
     hardware_fma: bool,
+    avx512: bool,
 }
 
 impl Math {
@@ -251,10 +419,16 @@ impl Math {
         // Every non-scalar level implies FMA (checked against CPUID when the level was chosen).
         Self {
             hardware_fma: level != SimdLevel::Scalar,
+            avx512: level == SimdLevel::Avx512,
         }
     }
 
     pub fn swiglu(&self, gate: &[f32], up: &[f32], out: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx512 {
+            // SAFETY: AVX-512F (and FMA, AVX2) were detected before this level was selected.
+            return unsafe { hard::swiglu_avx512(gate, up, out) };
+        }
         #[cfg(target_arch = "x86_64")]
         if self.hardware_fma {
             // SAFETY: FMA and AVX2 were detected before this level was selected.
@@ -393,6 +567,50 @@ mod tests {
         let gate: std::vec::Vec<f32> = (0..1000).map(|i| (i as f32 - 500.0) * 0.173).collect();
         let up: std::vec::Vec<f32> = (0..1000).map(|i| (i as f32) * 0.01 - 3.0).collect();
         let (mut a, mut b) = (std::vec![0.0; 1000], std::vec![0.0; 1000]);
+        // Gates past both ends of the exponential's range, zeros, tiny values and the range's
+        // edges, at lengths that leave a scalar tail (and none, and nothing but the tail).
+        let mut wide_gate = gate.clone();
+        wide_gate.extend([
+            -0.0,
+            0.0,
+            1e-40,
+            -1e-40,
+            89.0,
+            -89.0,
+            104.0,
+            -104.0,
+            150.0,
+            -150.0,
+            500.0,
+            -500.0,
+            f32::MAX,
+            f32::MIN,
+            88.7,
+            -88.7,
+        ]);
+        wide_gate.extend((0..400).map(|i| (i as f32 - 200.0) * 0.61));
+        let wide_up: std::vec::Vec<f32> = (0..wide_gate.len())
+            .map(|i| (i % 37) as f32 * 0.3 - 5.0)
+            .collect();
+        let levels = [SimdLevel::Avx2, SimdLevel::Avx512]
+            .into_iter()
+            .filter(|level| level.is_supported());
+        for level in levels {
+            for len in [0, 7, 16, 1000, 1016, 1020, wide_gate.len()] {
+                let (gate, up) = (&wide_gate[..len], &wide_up[..len]);
+                let (mut want, mut got) = (std::vec![0.0; len], std::vec![f32::NAN; len]);
+                soft.swiglu(gate, up, &mut want);
+                Math::new(level).swiglu(gate, up, &mut got);
+                for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                    assert_eq!(
+                        w.to_bits(),
+                        g.to_bits(),
+                        "{level:?} swiglu length {len} at {i}: gate {:e}, {w:e} vs {g:e}",
+                        gate[i]
+                    );
+                }
+            }
+        }
         soft.swiglu(&gate, &up, &mut a);
         hard.swiglu(&gate, &up, &mut b);
         assert_eq!(a, b);
@@ -411,5 +629,214 @@ mod tests {
         let sb = unsafe { hard_softmax(&gate, &mut b) };
         assert_eq!(sa.to_bits(), sb.to_bits());
         assert_eq!(a[..900], b[..900]);
+    }
+
+    /// Inputs for the exponential: a sweep over every 4093rd f32 bit pattern (both signs, all
+    /// binades, infinities, NaNs), a dense grid over -110..95, a run of neighbouring values
+    /// around each point where the result's form changes (underflow to subnormal and to zero,
+    /// overflow, the |n| > 192 cut) and around each point where `n` steps (x = (k + 1/2) ln 2),
+    /// and the special values.
+    fn exp_inputs() -> std::vec::Vec<f32> {
+        let mut x: std::vec::Vec<f32> = (0..=u32::MAX / 4093)
+            .map(|i| f32::from_bits(i * 4093))
+            .collect();
+        x.extend((0..205 * 2048).map(|i| -110.0 + i as f32 / 2048.0));
+        let mut around = |centre: f32| {
+            let mut up = centre;
+            let mut down = centre;
+            for _ in 0..300 {
+                x.extend([up, down]);
+                up = up.next_up();
+                down = down.next_down();
+            }
+        };
+        for edge in [
+            -103.972_08,
+            -87.336_55,
+            -88.722_84,
+            88.376_26,
+            88.722_84,
+            133.084_26,
+            -133.084_26,
+            0.0,
+        ] {
+            around(edge);
+        }
+        for k in -193..=193 {
+            around((k as f32 + 0.5) * core::f32::consts::LN_2);
+        }
+        x.extend([
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            -f32::NAN,
+            f32::from_bits(0x7f80_0001),
+            f32::from_bits(0xffc1_2345),
+            f32::MAX,
+            f32::MIN,
+            f32::MIN_POSITIVE,
+            -f32::MIN_POSITIVE,
+            1e-45,
+            -1e-45,
+        ]);
+        x
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lane_exp_equals_the_scalar_bit_for_bit() {
+        use core::arch::x86_64::{_mm512_loadu_ps, _mm512_storeu_ps};
+        if !SimdLevel::Avx512.is_supported() {
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        fn exp16(x: &[f32; 16]) -> [f32; 16] {
+            let mut out = [0.0; 16];
+            // SAFETY: 64 bytes read and written through the arrays; AVX-512F is enabled here and
+            // was detected by the caller.
+            unsafe {
+                _mm512_storeu_ps(
+                    out.as_mut_ptr(),
+                    wide16::expf_ggml16(_mm512_loadu_ps(x.as_ptr())),
+                );
+            }
+            out
+        }
+        let inputs = exp_inputs();
+        let (mut subnormal, mut zero, mut infinite, mut nan) = (0, 0, 0, 0);
+        for chunk in inputs.as_chunks::<16>().0 {
+            // SAFETY: AVX-512F was detected above.
+            let got = unsafe { exp16(chunk) };
+            for (&x, got) in chunk.iter().zip(got) {
+                let want = expf_ggml::<SoftFma>(x);
+                // Rust leaves the sign and payload of a NaN result unspecified: a NaN only has
+                // to stay a NaN.
+                assert!(
+                    want.to_bits() == got.to_bits() || (want.is_nan() && got.is_nan()),
+                    "exp({x:e}): {want:e} vs {got:e}"
+                );
+                subnormal += usize::from(want.is_subnormal());
+                zero += usize::from(want == 0.0);
+                infinite += usize::from(want.is_infinite());
+                nan += usize::from(want.is_nan());
+            }
+        }
+        // The sweep reached every kind of result.
+        assert!(subnormal > 10_000 && zero > 1000 && infinite > 1000 && nan > 1000);
+    }
+
+    /// `vscalefps` is [`scale_by_power_of_two`] for every `n` the exponential passes it: normal,
+    /// subnormal (with ties at every bit position where they round), zero and overflowing
+    /// results.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn scalef_rounds_like_the_scalar_power_of_two_scaling() {
+        use core::arch::x86_64::{_mm512_set1_ps, _mm512_storeu_ps};
+        if !SimdLevel::Avx512.is_supported() {
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        fn scalef(j: f32, n: f32) -> f32 {
+            let mut out = [0.0; 16];
+            // SAFETY: 64 bytes written through the array; AVX-512F is enabled here and was
+            // detected by the caller.
+            unsafe {
+                let scaled = _mm512_scalef_ps(_mm512_set1_ps(j), _mm512_set1_ps(n));
+                _mm512_storeu_ps(out.as_mut_ptr(), scaled);
+            }
+            out[0]
+        }
+        use core::arch::x86_64::_mm512_scalef_ps;
+        let one = 1.0f32.to_bits();
+        let mut mantissas: std::vec::Vec<u32> = (0..1 << 23).step_by(4999).collect();
+        for shift in 1..23 {
+            let half = 1u32 << (shift - 1);
+            let kept = (0x55_5555 >> shift) << shift;
+            // Exactly halfway (kept part even and odd), and one unit either side.
+            for m in [
+                kept | half,
+                (kept | 1 << shift) | half,
+                kept | half | 1,
+                kept | (half - 1),
+            ] {
+                mantissas.push(m & 0x7f_ffff);
+            }
+        }
+        let (mut subnormal, mut zero, mut infinite) = (0, 0, 0);
+        for &m in &mantissas {
+            for exponent in [-1, 0] {
+                let magnitude = f32::from_bits((one & !0x7f_ffff) | m) * 2f32.powi(exponent);
+                for j in [magnitude, -magnitude] {
+                    for n in -192..=192 {
+                        let n = n as f32;
+                        let want = scale_by_power_of_two(j, n);
+                        // SAFETY: AVX-512F was detected above.
+                        let got = unsafe { scalef(j, n) };
+                        assert_eq!(want.to_bits(), got.to_bits(), "{j:e} * 2^{n}");
+                        subnormal += usize::from(want.is_subnormal());
+                        zero += usize::from(want == 0.0);
+                        infinite += usize::from(want.is_infinite());
+                    }
+                }
+            }
+        }
+        assert!(subnormal > 10_000 && zero > 1000 && infinite > 1000);
+    }
+
+    /// The AVX-512 softmax exponentials and sum equal the reference's bits for every split of a
+    /// row: `valid` below 16, past a multiple of 16, at one, `n` past `valid`, a tail past the
+    /// last whole 16, and scores that underflow, overflow or are NaN.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn sixteen_lane_softmax_exp_equals_the_reference() {
+        if !SimdLevel::Avx512.is_supported() {
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        fn wide(w: &[f32], valid: usize, n: usize, max: f32, out: &mut [f32]) -> f64 {
+            // SAFETY: AVX-512F is enabled here and was detected by the caller.
+            unsafe { wide16::softmax_exp(w, valid, n, max, out) }
+        }
+        // Scores of similar size, so every lane's rounding shows in the sum, and a few
+        // outliers.
+        let mut w: std::vec::Vec<f32> = (0..100)
+            .map(|i| ((i * 37) % 101) as f32 * 0.0731 - 3.5)
+            .collect();
+        w[60] = 95.0;
+        w[70] = -1e30;
+        w[71] = -0.0;
+        w[75] = f32::NAN;
+        for max in [3.9, 0.0, -0.0, -1.0, 20.0, 200.0] {
+            for valid in [1usize, 5, 15, 16, 17, 31, 32, 33, 47, 64, 71, 72, 76, 100] {
+                for n in [
+                    valid,
+                    valid.next_multiple_of(16),
+                    valid.next_multiple_of(32),
+                    100,
+                ] {
+                    let n = n.max(valid).min(100);
+                    let mut want = std::vec![0.0f32; 100];
+                    let mut got = std::vec![f32::NAN; 100];
+                    let a = softmax_exp_generic::<SoftFma>(&w, valid, n, max, &mut want);
+                    // SAFETY: AVX-512F was detected above.
+                    let b = unsafe { wide(&w, valid, n, max, &mut got) };
+                    let at = format!("valid {valid} n {n} max {max}");
+                    assert!(
+                        a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                        "{at}: sum {a} vs {b}"
+                    );
+                    for i in 0..valid.min(n) {
+                        let (a, b) = (want[i], got[i]);
+                        // A NaN's sign and payload are unspecified in Rust.
+                        assert!(
+                            a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()),
+                            "{at}: position {i}: {a:e} vs {b:e}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
