@@ -260,7 +260,28 @@ impl Model {
                 let (Some(gate), Some(up)) = (gate.range(range.clone()), up.range(range)) else {
                     return;
                 };
-                // Gathered only when the products were split into several blocks.
+                // The pieces the products left feed SwiGLU in place when each starts on a
+                // 16-value boundary: `swiglu`'s split between its 16-lane part and its tail
+                // then falls where it does on the whole row, so the values are the same.
+                let pieces = || {
+                    staged[0]
+                        .pieces(staging, t)
+                        .zip(staged[1].pieces(staging, t))
+                };
+                let aligned = pieces().all(|((at, g), (at_up, u))| {
+                    at == at_up && g.len() == u.len() && at.is_multiple_of(16)
+                });
+                if aligned {
+                    filler.produce(t, |row| {
+                        for ((at, gate), (_, up)) in pieces() {
+                            if let Some(row) = row.get_mut(at..at + gate.len()) {
+                                self.math.swiglu(gate, up, row);
+                            }
+                        }
+                    });
+                    return;
+                }
+                // Otherwise gathered first, unless the products were in one piece.
                 let gate = staged[0].row(staging, t).unwrap_or_else(|| {
                     staged[0].copy_row(staging, t, gate);
                     gate
