@@ -592,17 +592,13 @@ mod wide {
                 }
             }
             let [first, second] = halves_of(keys);
-            let (v0, v1) = (sums8::<G, BATCH>(&q, first), sums8::<G, BATCH>(&q, second));
-            // Level 4 ((0 + 2) + (1 + 3)): lane 4j + t is position 4t + j, put back in order.
+            let mut r =
+                joined::<Last, G>(sums8::<G, BATCH>(&q, first), sums8::<G, BATCH>(&q, second));
+            // Lane 4j + t is position 4t + j: put back in order.
             let order_index =
                 _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
-            let mut r = v0;
-            for (r, v1) in r.iter_mut().zip(v1) {
-                let sum = _mm512_add_ps(
-                    _mm512_shuffle_ps::<0b10_00_10_00>(*r, v1),
-                    _mm512_shuffle_ps::<0b11_01_11_01>(*r, v1),
-                );
-                *r = _mm512_permutexvar_ps(order_index, sum);
+            for r in &mut r {
+                *r = _mm512_permutexvar_ps(order_index, *r);
             }
             r
         }
@@ -616,8 +612,72 @@ mod wide {
         [&halves[0], &halves[1]]
     }
 
-    /// Level 3 of the tree over 8 keys (lanes 0 + 2 and 1 + 3): chunk j of V holds positions j
-    /// (lanes 0, 1) and 4 + j (lanes 2, 3).
+    /// One level of the tree that sums each key's sixteen lane sums: `join(a, b)` adds the
+    /// lanes the level brings together, from two registers at once (float addition commutes,
+    /// so which operand a shuffle puts first does not change a bit).
+    trait TreeLevel {
+        /// # Safety
+        /// The CPU must have AVX-512F.
+        unsafe fn join(a: __m512, b: __m512) -> __m512;
+    }
+
+    /// Level 1, over 2 keys (lane i + 8 onto lane i): the first key's eight sums in the low
+    /// half, the second's in the high half.
+    struct EightApart;
+    /// Level 2, over 4 keys (lane i + 4 onto lane i): 128-bit chunk j is position j.
+    struct FourApart;
+    /// Level 3, over 8 keys (lanes 0 + 2 and 1 + 3): chunk j holds positions j (lanes 0, 1)
+    /// and 4 + j (lanes 2, 3).
+    struct TwoApart;
+    /// Level 4, over 16 keys ((0 + 2) + (1 + 3)): lane 4j + t is position 4t + j.
+    struct Last;
+
+    /// A level whose join adds the two shuffles `$shuffle::<$low>` and `$shuffle::<$high>` of
+    /// its operands.
+    macro_rules! tree_level {
+        ($level:ident, $shuffle:ident, $low:literal, $high:literal) => {
+            impl TreeLevel for $level {
+                #[inline(always)]
+                unsafe fn join(a: __m512, b: __m512) -> __m512 {
+                    // SAFETY: AVX-512F by the contract.
+                    unsafe { _mm512_add_ps($shuffle::<$low>(a, b), $shuffle::<$high>(a, b)) }
+                }
+            }
+        };
+    }
+    tree_level!(
+        EightApart,
+        _mm512_shuffle_f32x4,
+        0b01_00_01_00,
+        0b11_10_11_10
+    );
+    tree_level!(
+        FourApart,
+        _mm512_shuffle_f32x4,
+        0b10_00_10_00,
+        0b11_01_11_01
+    );
+    tree_level!(TwoApart, _mm512_shuffle_ps, 0b01_00_01_00, 0b11_10_11_10);
+    tree_level!(Last, _mm512_shuffle_ps, 0b10_00_10_00, 0b11_01_11_01);
+
+    /// Level `L` of every head's tree: `a` and `b` are the heads' sums over the two halves of
+    /// the level's keys.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F.
+    #[inline(always)]
+    unsafe fn joined<L: TreeLevel, const G: usize>(
+        mut a: [__m512; G],
+        b: [__m512; G],
+    ) -> [__m512; G] {
+        for (a, b) in a.iter_mut().zip(b) {
+            // SAFETY: AVX-512F by the contract.
+            *a = unsafe { L::join(*a, b) };
+        }
+        a
+    }
+
+    /// Levels 1 to 3 of every head's tree over 8 keys.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -628,20 +688,10 @@ mod wide {
     ) -> [__m512; G] {
         let [first, second] = halves_of(keys);
         // SAFETY: AVX-512F by the contract.
-        unsafe {
-            let (mut a, b) = (sums4::<G, BATCH>(q, first), sums4::<G, BATCH>(q, second));
-            for (a, b) in a.iter_mut().zip(b) {
-                *a = _mm512_add_ps(
-                    _mm512_shuffle_ps::<0b01_00_01_00>(*a, b),
-                    _mm512_shuffle_ps::<0b11_10_11_10>(*a, b),
-                );
-            }
-            a
-        }
+        unsafe { joined::<TwoApart, G>(sums4::<G, BATCH>(q, first), sums4::<G, BATCH>(q, second)) }
     }
 
-    /// Level 2 of the tree over 4 keys (lane i + 4 onto lane i): 128-bit chunk j of U is
-    /// position j.
+    /// Levels 1 and 2 of every head's tree over 4 keys.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -652,20 +702,10 @@ mod wide {
     ) -> [__m512; G] {
         let [first, second] = halves_of(keys);
         // SAFETY: AVX-512F by the contract.
-        unsafe {
-            let (mut a, b) = (sums2::<G, BATCH>(q, first), sums2::<G, BATCH>(q, second));
-            for (a, b) in a.iter_mut().zip(b) {
-                *a = _mm512_add_ps(
-                    _mm512_shuffle_f32x4::<0b10_00_10_00>(*a, b),
-                    _mm512_shuffle_f32x4::<0b11_01_11_01>(*a, b),
-                );
-            }
-            a
-        }
+        unsafe { joined::<FourApart, G>(sums2::<G, BATCH>(q, first), sums2::<G, BATCH>(q, second)) }
     }
 
-    /// Level 1 of the tree over 2 keys (lane i + 8 onto lane i): the first key's eight sums in
-    /// the low half, the second's in the high half.
+    /// Level 1 of every head's tree over 2 keys.
     ///
     /// # Safety
     /// The CPU must have AVX-512F.
@@ -676,17 +716,10 @@ mod wide {
     ) -> [__m512; G] {
         // SAFETY: AVX-512F by the contract.
         unsafe {
-            let (mut a, b) = (
+            joined::<EightApart, G>(
                 lane_sums::<G, BATCH>(q, &keys[0]),
                 lane_sums::<G, BATCH>(q, &keys[1]),
-            );
-            for (a, b) in a.iter_mut().zip(b) {
-                *a = _mm512_add_ps(
-                    _mm512_shuffle_f32x4::<0b01_00_01_00>(*a, b),
-                    _mm512_shuffle_f32x4::<0b11_10_11_10>(*a, b),
-                );
-            }
-            a
+            )
         }
     }
 
